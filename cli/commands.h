@@ -1,0 +1,13 @@
+// One function per subcommand: each adds its subcommand to the app. The
+// subcommand's callback does the work and throws on errors (main prints them).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace moescale::cli {
+
+void add_model_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
+void add_runs_command(CLI::App& app);
+
+}  // namespace moescale::cli

@@ -1,0 +1,30 @@
+// moescale: plan, train, fit and recommend Mixture-of-Experts scaling sweeps.
+#include <cstdio>
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "moescale: plan compute-budgeted MoE scaling sweeps, train them, fit scaling laws and "
+      "recommend how many experts, parameters and tokens to use.\n"
+      "Results go to stdout (--json for machines), progress to stderr."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "moescale 0.1.0");
+  using namespace moescale::cli;
+  add_model_command(app);
+  add_plan_command(app);
+  add_runs_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);  // usage errors exit 2 (CLI11 convention: 106+)
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

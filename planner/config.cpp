@@ -1,0 +1,238 @@
+// Sweep configs (TOML). Every key is checked: unknown keys, wrong types and
+// impossible values are errors that name the key and the file.
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "planner/planner.h"
+
+namespace moescale {
+namespace {
+
+class Section {
+ public:
+  Section(const toml::table* table, std::string name, std::string file)
+      : table_(table), name_(std::move(name)), file_(std::move(file)) {}
+
+  // Throws on keys that no get_* call asked about; call after reading.
+  void reject_unknown() const {
+    if (!table_) return;
+    for (auto&& [key, node] : *table_) {
+      if (!known_.count(std::string(key.str())))
+        fail(std::string(key.str()), fmt::format("unknown key; known keys here: {}",
+                                                 fmt::join(known_, ", ")));
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    throw std::invalid_argument(fmt::format("{}.{} in {}: {}", name_, key, file_, why));
+  }
+
+  const toml::node* find(const std::string& key) {
+    known_.insert(key);
+    return table_ ? table_->get(key) : nullptr;
+  }
+
+  void number(const std::string& key, double& out, bool positive = true) {
+    if (const toml::node* n = find(key)) out = as_number(key, *n);
+    if (positive && !(out > 0)) fail(key, fmt::format("must be positive (got {})", out));
+  }
+
+  void integer(const std::string& key, int64_t& out, int64_t min = 1) {
+    if (const toml::node* n = find(key)) {
+      if (!n->is_integer()) fail(key, "expected an integer");
+      out = n->value<int64_t>().value();
+    }
+    if (out < min) fail(key, fmt::format("must be at least {} (got {})", min, out));
+  }
+
+  void boolean(const std::string& key, bool& out) {
+    if (const toml::node* n = find(key)) {
+      if (!n->is_boolean()) fail(key, "expected true or false");
+      out = n->value<bool>().value();
+    }
+  }
+
+  void string(const std::string& key, std::string& out) {
+    if (const toml::node* n = find(key)) {
+      if (!n->is_string()) fail(key, "expected a string");
+      out = n->value<std::string>().value();
+    }
+  }
+
+  void numbers(const std::string& key, std::vector<double>& out) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    const toml::array* a = n->as_array();
+    if (!a || a->empty()) fail(key, "expected a non-empty array of numbers");
+    out.clear();
+    for (const toml::node& e : *a) {
+      const double v = as_number(key, e);
+      if (!(v > 0)) fail(key, fmt::format("values must be positive (got {})", v));
+      out.push_back(v);
+    }
+  }
+
+  void integers(const std::string& key, std::vector<int64_t>& out) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    const toml::array* a = n->as_array();
+    if (!a || a->empty()) fail(key, "expected a non-empty array of integers");
+    out.clear();
+    for (const toml::node& e : *a) {
+      if (!e.is_integer() || e.value<int64_t>().value() < 1)
+        fail(key, "values must be positive integers");
+      out.push_back(e.value<int64_t>().value());
+    }
+  }
+
+  void strings(const std::string& key, std::vector<std::string>& out) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    const toml::array* a = n->as_array();
+    if (!a || a->empty()) fail(key, "expected a non-empty array of strings");
+    out.clear();
+    for (const toml::node& e : *a) {
+      if (!e.is_string()) fail(key, "values must be strings");
+      out.push_back(e.value<std::string>().value());
+    }
+  }
+
+ private:
+  double as_number(const std::string& key, const toml::node& n) const {
+    if (!n.is_number()) fail(key, "expected a number");
+    return n.value<double>().value();
+  }
+
+  const toml::table* table_;
+  std::string name_, file_;
+  std::set<std::string> known_;
+};
+
+void read_sweep(Section& s, SweepConfig& c) {
+  s.string("name", c.name);
+  if (c.name.empty()) s.fail("name", "is required (a name for this sweep)");
+  std::string design = "isoflop";
+  s.string("design", design);
+  if (design == "isoflop") c.design = Design::isoflop;
+  else if (design == "grid") c.design = Design::grid;
+  else s.fail("design", fmt::format("'{}' is not a design; use isoflop or grid", design));
+  s.numbers("budgets", c.budgets);
+  s.integer("points_per_budget", c.points_per_budget, 1);
+  s.number("span", c.span);
+  if (c.span < 1) s.fail("span", "must be at least 1");
+  s.number("tokens_per_param", c.tokens_per_param);
+  s.numbers("sizes", c.sizes);
+  s.numbers("tokens", c.token_counts);
+  s.integers("experts", c.experts);
+  std::vector<std::string> routers;
+  s.strings("routers", routers);
+  if (!routers.empty()) {
+    c.routers.clear();
+    for (const auto& r : routers) {
+      try {
+        c.routers.push_back(parse_router(r));
+      } catch (const std::invalid_argument& e) {
+        s.fail("routers", e.what());
+      }
+    }
+  }
+  s.number("max_total_compute", c.max_total_compute, false);
+  if (c.max_total_compute < 0) s.fail("max_total_compute", "must not be negative");
+  if (c.design == Design::isoflop && c.budgets.empty())
+    s.fail("budgets", "an isoflop sweep needs budgets (training FLOPs, 6·N·D)");
+  if (c.design == Design::grid && (c.sizes.empty() || c.token_counts.empty()))
+    s.fail(c.sizes.empty() ? "sizes" : "tokens", "a grid sweep needs sizes and tokens");
+}
+
+void read_model(Section& s, SweepConfig& c) {
+  ModelShape& m = c.base;
+  s.integer("vocab", m.vocab);
+  s.integer("seq_len", m.seq_len);
+  s.integer("top_k", m.top_k);
+  s.integer("moe_every", m.moe_every);
+  s.integer("router_dim", m.router_dim);
+  s.boolean("tied_embeddings", m.tied_embeddings);
+  s.number("aspect_ratio", c.rules.aspect_ratio);
+  s.integer("head_dim", c.rules.head_dim);
+  s.integer("kv_group", c.rules.kv_group);
+  s.integer("ffn_multiple", c.rules.ffn_multiple);
+  s.integer("min_layers", c.rules.min_layers);
+  s.integer("max_layers", c.rules.max_layers);
+  for (int64_t e : c.experts)
+    if (e > 1 && m.top_k > e)
+      s.fail("top_k", fmt::format("top_k = {} exceeds experts = {}", m.top_k, e));
+}
+
+void read_train(Section& s, TrainSettings& t) {
+  s.integer("batch_size", t.batch_size);
+  s.number("lr", t.lr);
+  s.number("min_lr_ratio", t.min_lr_ratio, false);
+  s.number("warmup_fraction", t.warmup_fraction, false);
+  s.number("weight_decay", t.weight_decay, false);
+  s.number("grad_clip", t.grad_clip, false);
+  s.number("aux_loss_weight", t.aux_loss_weight, false);
+  s.number("z_loss_weight", t.z_loss_weight, false);
+  s.integer("eval_interval", t.eval_interval, 0);
+  s.integer("eval_batches", t.eval_batches);
+  s.integer("log_interval", t.log_interval);
+  s.integer("checkpoint_interval", t.checkpoint_interval, 0);
+  int64_t seed = static_cast<int64_t>(t.seed);
+  s.integer("seed", seed, 0);
+  t.seed = static_cast<uint64_t>(seed);
+  if (t.min_lr_ratio < 0 || t.min_lr_ratio > 1) s.fail("min_lr_ratio", "must be in [0, 1]");
+  if (t.warmup_fraction < 0 || t.warmup_fraction >= 1)
+    s.fail("warmup_fraction", "must be in [0, 1)");
+  for (auto [key, v] : {std::pair{"weight_decay", t.weight_decay}, {"grad_clip", t.grad_clip},
+                        {"aux_loss_weight", t.aux_loss_weight},
+                        {"z_loss_weight", t.z_loss_weight}})
+    if (v < 0) s.fail(key, "must not be negative");
+}
+
+}  // namespace
+
+SweepConfig parse_sweep_config(std::string_view text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    throw std::invalid_argument(fmt::format("{}:{}:{}: {}", source, e.source().begin.line,
+                                            e.source().begin.column, e.description()));
+  }
+  SweepConfig c;
+  c.source_path = source;
+  c.text = std::string(text);
+  const std::set<std::string> sections{"sweep", "model", "train", "data", "device"};
+  for (auto&& [key, node] : root) {
+    if (!sections.count(std::string(key.str())) || !node.is_table())
+      throw std::invalid_argument(fmt::format(
+          "{} in {}: unknown section; use [sweep], [model], [train], [data] and [device]",
+          key.str(), source));
+  }
+  auto section = [&](const char* name) { return Section(root[name].as_table(), name, source); };
+  Section sweep = section("sweep"), model = section("model"), train = section("train"),
+          data = section("data"), device = section("device");
+  read_sweep(sweep, c);
+  read_model(model, c);
+  read_train(train, c.train);
+  data.string("dir", c.data_dir);
+  device.number("flops", c.device_flops);
+  for (Section* s : {&sweep, &model, &train, &data, &device}) s->reject_unknown();
+  return c;
+}
+
+SweepConfig load_sweep_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::invalid_argument(
+        fmt::format("cannot read config {}; check the path (configs/ has examples)", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_sweep_config(text.str(), path);
+}
+
+}  // namespace moescale

@@ -1,0 +1,143 @@
+// moescale planner: model shapes, parameter and FLOP accounting, sweep designs.
+// Plain C++ (no torch, no SQL). Every other module takes its counts from here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moescale {
+
+enum class Router { dense, topk, rmoe, hash };
+std::string to_string(Router r);
+Router parse_router(std::string_view name);  // throws on an unknown name
+
+// A decoder-only transformer (pre-RMSNorm, rotary, SwiGLU). Every moe_every-th
+// FFN (layers moe_every-1, 2*moe_every-1, ...) is an MoE layer of `experts`.
+struct ModelShape {
+  int64_t vocab = 256;
+  int64_t seq_len = 128;
+  int64_t d_model = 64;
+  int64_t n_layers = 2;
+  int64_t n_heads = 4;
+  int64_t n_kv_heads = 0;  // 0: same as n_heads
+  int64_t head_dim = 0;    // 0: d_model / n_heads
+  int64_t ffn_hidden = 0;  // per expert; 0: 8/3 d_model rounded up to 32
+  int64_t experts = 1;
+  int64_t top_k = 1;
+  int64_t moe_every = 1;
+  Router router = Router::dense;
+  int64_t router_dim = 128;  // p, RMoE only
+  bool tied_embeddings = true;
+
+  // Fills the 0 defaults in; throws std::invalid_argument naming the field.
+  ModelShape resolved() const;
+  bool is_moe_layer(int64_t layer) const;
+  int64_t moe_layers() const;
+};
+
+struct ParamCount {
+  int64_t embedding = 0;  // token embedding (+ output head when untied)
+  int64_t active = 0;     // non-embedding parameters one token touches
+  int64_t total = 0;      // non-embedding parameters, all experts
+  int64_t router = 0;     // part of active and total
+  int64_t all() const { return total + embedding; }
+  int64_t all_active() const { return active + embedding; }
+};
+
+ParamCount count_params(const ModelShape& shape);
+
+// Training FLOPs per token: the law convention 6*N_active, and the count with
+// attention scores and the output head (for time estimates and MFU).
+double flops_per_token_6n(const ModelShape& shape);
+double flops_per_token(const ModelShape& shape);
+// C = 6 * N * D, the compute axis of every law.
+double training_compute(double n_active, double tokens);
+double tokens_for_compute(double compute, double n_active);
+
+// How the planner turns a target N_active into a real shape.
+struct ShapeRules {
+  double aspect_ratio = 32;  // d_model / n_layers
+  int64_t head_dim = 16;
+  int64_t kv_group = 1;       // n_heads / n_kv_heads
+  int64_t ffn_multiple = 32;  // ffn = 8/3 d rounded to this
+  int64_t min_layers = 1;
+  int64_t max_layers = 128;
+};
+// The real shape whose N_active is closest (in log) to target; `base` gives
+// vocab, seq_len, experts, routing and embeddings.
+ModelShape shape_for_active_params(double target, const ModelShape& base,
+                                   const ShapeRules& rules);
+
+struct TrainSettings {
+  int64_t batch_size = 16;  // sequences per step
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;
+  double warmup_fraction = 0.05;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;
+  double aux_loss_weight = 0.01;
+  double z_loss_weight = 0.0;
+  int64_t eval_interval = 0;  // steps; 0: about 10 evals per run
+  int64_t eval_batches = 8;
+  int64_t log_interval = 10;
+  int64_t checkpoint_interval = 0;  // steps; 0: at evals
+  uint64_t seed = 1;
+  int64_t tokens_per_step(int64_t seq_len) const { return batch_size * seq_len; }
+};
+
+// One point of a sweep: everything the trainer needs, and the accounting.
+struct RunSpec {
+  ModelShape shape;
+  TrainSettings train;
+  int64_t tokens = 0;
+  std::string data_dir;  // token folder the run trains on
+  int64_t steps() const;
+  std::string key() const;  // stable identity within a sweep
+};
+std::string to_json(const RunSpec& spec);
+RunSpec run_spec_from_json(std::string_view json);  // throws on bad input
+
+struct PlannedRun {
+  RunSpec spec;
+  ParamCount params;
+  double compute_6n = 0;    // 6 * N_active * D
+  double compute_full = 0;  // with attention and head
+  double est_seconds = 0;
+  double budget = 0;  // the isoflop budget it belongs to (0 for grid)
+};
+
+enum class Design { isoflop, grid };
+
+struct SweepConfig {
+  std::string name;
+  std::string source_path;  // for error messages
+  std::string text;         // the TOML as read
+  Design design = Design::isoflop;
+  std::vector<double> budgets;         // isoflop
+  int64_t points_per_budget = 5;       // isoflop
+  double span = 4.0;                   // isoflop: sizes in [N*/span, N*·span]
+  double tokens_per_param = 20;        // isoflop prior optimum
+  std::vector<double> sizes;           // grid: target N_active
+  std::vector<double> token_counts;    // grid
+  std::vector<int64_t> experts{1};
+  std::vector<Router> routers{Router::topk};
+  double max_total_compute = 0;        // 0: no limit
+  double device_flops = 2e9;           // achieved FLOP/s, for time estimates
+  ModelShape base;
+  ShapeRules rules;
+  TrainSettings train;
+  std::string data_dir = "data/gcide";
+};
+
+// Parses and checks a sweep config; errors name the key and the file.
+SweepConfig parse_sweep_config(std::string_view toml_text, const std::string& source);
+SweepConfig load_sweep_config(const std::string& path);
+
+// The runs of the design, deduplicated after snapping; throws if the sweep's
+// total compute exceeds max_total_compute.
+std::vector<PlannedRun> plan_sweep(const SweepConfig& config);
+PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget = 0);
+
+}  // namespace moescale
