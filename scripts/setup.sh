@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build git pkg-config python3 python3-venv
   libceres-dev libeigen3-dev libsqlite3-dev libcli11-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev libopenblas0-pthread
-  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox dict-gcide
+  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox dict-gcide zlib1g-dev
 )
 
 say() { [ -n "${MOESCALE_QUIET:-}" ] || echo "setup: $*" >&2; }
