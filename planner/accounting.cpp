@@ -125,24 +125,30 @@ double training_compute(double n_active, double tokens) { return 6.0 * n_active 
 
 double tokens_for_compute(double compute, double n_active) { return compute / (6.0 * n_active); }
 
+// Depth may stray up to 2x from the aspect ratio: loss barely depends on it
+// over that range (Kaplan et al. 2020), and small models need the extra
+// sizes between widths. Ties go to the shape nearest the aspect ratio.
 ModelShape shape_for_active_params(double target, const ModelShape& base,
                                    const ShapeRules& rules) {
   if (!(target > 0)) throw std::invalid_argument("target parameter count must be positive");
   ModelShape best;
   double best_err = std::numeric_limits<double>::infinity();
-  for (int64_t heads = 1; heads <= 256; ++heads) {
-    if (heads % rules.kv_group != 0) continue;
+  for (int64_t heads = rules.kv_group; heads <= 512; heads += rules.kv_group) {
     ModelShape s = base;
     s.d_model = heads * rules.head_dim;
     s.n_heads = heads;
     s.n_kv_heads = heads / rules.kv_group;
     s.head_dim = rules.head_dim;
-    const auto layers = static_cast<int64_t>(std::lround(s.d_model / rules.aspect_ratio));
-    s.n_layers = std::clamp(layers, rules.min_layers, rules.max_layers);
-    s.n_layers = std::max<int64_t>(s.n_layers, s.moe_every);
     s.ffn_hidden = round_up((8 * s.d_model + 2) / 3, rules.ffn_multiple);
-    const double err = std::abs(std::log(count_params(s).active / target));
-    if (err < best_err) best_err = err, best = s;
+    const double ideal = s.d_model / rules.aspect_ratio;
+    const int64_t lo = std::max({rules.min_layers, base.moe_every, int64_t(std::floor(ideal / 2))});
+    const int64_t hi = std::min(rules.max_layers, std::max(lo, int64_t(std::ceil(ideal * 2))));
+    for (s.n_layers = lo; s.n_layers <= hi; ++s.n_layers) {
+      const double size_err = std::abs(std::log(count_params(s).active / target));
+      const double aspect_err = std::abs(std::log(s.n_layers / std::max(ideal, 1.0)));
+      const double err = size_err + 1e-3 * aspect_err;
+      if (err < best_err) best_err = err, best = s;
+    }
   }
   return best.resolved();
 }

@@ -1,0 +1,58 @@
+#include "cli/common.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace moescale::cli {
+
+std::string human_count(double n) {
+  const char* suffix[] = {"", "K", "M", "B", "T"};
+  int i = 0;
+  while (std::abs(n) >= 1000 && i < 4) n /= 1000, ++i;
+  return i == 0 ? fmt::format("{:.0f}", n) : fmt::format("{:.3g}{}", n, suffix[i]);
+}
+
+std::string sci(double x) { return fmt::format("{:.3g}", x); }
+
+std::string human_duration(double seconds) {
+  if (!std::isfinite(seconds)) return "?";
+  const auto s = static_cast<int64_t>(std::llround(seconds));
+  if (s >= 3600) return fmt::format("{}h {:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m {:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+namespace {
+bool numeric(const std::string& cell) {
+  return !cell.empty() && (std::isdigit(static_cast<unsigned char>(cell[0])) ||
+                           (cell.size() > 1 && cell[0] == '-' &&
+                            std::isdigit(static_cast<unsigned char>(cell[1]))));
+}
+}  // namespace
+
+std::string Table::render() const {
+  std::vector<size_t> width(header_.size());
+  for (size_t c = 0; c < header_.size(); ++c) width[c] = header_[c].size();
+  for (const auto& row : rows_)
+    for (size_t c = 0; c < row.size() && c < width.size(); ++c)
+      width[c] = std::max(width[c], row[c].size());
+  auto line = [&](const std::vector<std::string>& row, bool header) {
+    std::string out;
+    for (size_t c = 0; c < width.size(); ++c) {
+      const std::string& cell = c < row.size() ? row[c] : std::string();
+      const bool right = !header && numeric(cell);
+      out += right ? fmt::format("{:>{}}", cell, width[c]) : fmt::format("{:<{}}", cell, width[c]);
+      out += c + 1 < width.size() ? "  " : "";
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out + "\n";
+  };
+  std::string out = line(header_, true);
+  for (const auto& row : rows_) out += line(row, false);
+  return out;
+}
+
+}  // namespace moescale::cli

@@ -1,0 +1,377 @@
+// Typed queries over sweeps, runs, metrics, observations and fits.
+#include <sqlite3.h>
+
+#include "db/db.h"
+#include "db/statement.h"
+
+namespace moescale {
+
+std::string to_string(RunStatus s) {
+  switch (s) {
+    case RunStatus::planned: return "planned";
+    case RunStatus::running: return "running";
+    case RunStatus::done: return "done";
+    case RunStatus::failed: return "failed";
+    case RunStatus::diverged: return "diverged";
+  }
+  return "?";
+}
+
+RunStatus parse_run_status(std::string_view name) {
+  for (auto s : {RunStatus::planned, RunStatus::running, RunStatus::done, RunStatus::failed,
+                 RunStatus::diverged})
+    if (to_string(s) == name) return s;
+  throw std::invalid_argument(fmt::format(
+      "unknown run status '{}'; use planned, running, done, failed or diverged", name));
+}
+
+// Commits when committed, rolls back otherwise: nothing is half-written.
+class Database::Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) { sql::exec(db_, "BEGIN IMMEDIATE", "starting"); }
+  ~Transaction() {
+    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  void commit() {
+    sql::exec(db_, "COMMIT", "committing");
+    done_ = true;
+  }
+
+ private:
+  sqlite3* db_;
+  bool done_ = false;
+};
+
+namespace {
+
+constexpr const char* kRunColumns =
+    "r.id, r.sweep_id, s.name, r.key, r.spec, r.compute_6n, r.compute_full, r.est_seconds, "
+    "r.budget, r.status, r.worker, r.heartbeat, r.created_at, r.started_at, r.finished_at, "
+    "r.final_loss, r.wall_seconds, r.steps_done, r.error";
+
+RunRecord read_run(const sql::Statement& s) {
+  RunRecord r;
+  r.id = s.integer(0);
+  r.sweep_id = s.integer(1);
+  r.sweep = s.text(2);
+  r.key = s.text(3);
+  r.plan.spec = run_spec_from_json(s.text(4));
+  r.plan.params = count_params(r.plan.spec.shape);
+  r.plan.compute_6n = s.real(5);
+  r.plan.compute_full = s.real(6);
+  r.plan.est_seconds = s.real(7);
+  r.plan.budget = s.real(8);
+  r.status = parse_run_status(s.text(9));
+  r.worker = s.text(10);
+  r.heartbeat = s.text(11);
+  r.created_at = s.text(12);
+  r.started_at = s.text(13);
+  r.finished_at = s.text(14);
+  r.final_loss = s.optional_real(15);
+  r.wall_seconds = s.optional_real(16);
+  r.steps_done = s.integer(17);
+  r.error = s.text(18);
+  return r;
+}
+
+SweepRecord read_sweep(const sql::Statement& s) {
+  return {s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4)};
+}
+
+constexpr const char* kNow = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+
+}  // namespace
+
+Database::PlanSaved Database::save_plan(const SweepConfig& config,
+                                        const std::vector<PlannedRun>& runs) {
+  Transaction tx(handle_);
+  PlanSaved saved;
+  if (auto existing = find_sweep(config.name)) {
+    if (existing->kind != "planned")
+      throw std::runtime_error(fmt::format(
+          "sweep '{}' holds imported observations; give the planned sweep another name",
+          config.name));
+    saved.sweep_id = existing->id;
+    sql::Statement(handle_, "UPDATE sweeps SET config = ?1 WHERE id = ?2")
+        .bind(1, config.text)
+        .bind(2, saved.sweep_id)
+        .run();
+  } else {
+    sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'planned', ?2)")
+        .bind(1, config.name)
+        .bind(2, config.text)
+        .run();
+    saved.sweep_id = sqlite3_last_insert_rowid(handle_);
+  }
+  sql::Statement insert(handle_,
+                        "INSERT OR IGNORE INTO runs(sweep_id, key, spec, router, experts, top_k, "
+                        "d_model, n_layers, n_active, n_total, n_embedding, tokens, compute_6n, "
+                        "compute_full, est_seconds, budget) "
+                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                        "?15, ?16)");
+  for (const PlannedRun& r : runs) {
+    const ModelShape& s = r.spec.shape;
+    insert.bind(1, saved.sweep_id).bind(2, r.spec.key()).bind(3, to_json(r.spec));
+    insert.bind(4, to_string(s.router)).bind(5, s.experts).bind(6, s.top_k);
+    insert.bind(7, s.d_model).bind(8, s.n_layers).bind(9, r.params.active);
+    insert.bind(10, r.params.total).bind(11, r.params.embedding).bind(12, r.spec.tokens);
+    insert.bind(13, r.compute_6n).bind(14, r.compute_full).bind(15, r.est_seconds);
+    insert.bind(16, r.budget);
+    insert.run();
+    (sqlite3_changes(handle_) > 0 ? saved.added : saved.existing)++;
+  }
+  tx.commit();
+  return saved;
+}
+
+std::vector<SweepRecord> Database::sweeps() const {
+  sql::Statement s(handle_, "SELECT id, name, kind, config, created_at FROM sweeps ORDER BY id");
+  std::vector<SweepRecord> out;
+  while (s.step()) out.push_back(read_sweep(s));
+  return out;
+}
+
+std::optional<SweepRecord> Database::find_sweep(const std::string& name) const {
+  sql::Statement s(handle_,
+                   "SELECT id, name, kind, config, created_at FROM sweeps WHERE name = ?1");
+  s.bind(1, name);
+  if (!s.step()) return std::nullopt;
+  return read_sweep(s);
+}
+
+SweepRecord Database::sweep(const std::string& name) const {
+  if (auto s = find_sweep(name)) return *s;
+  std::string known;
+  for (const auto& s : sweeps()) known += (known.empty() ? "" : ", ") + s.name;
+  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name,
+                                       path_, known.empty() ? "none" : known));
+}
+
+std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_name,
+                                      const std::optional<RunStatus>& status) const {
+  if (sweep_name) sweep(*sweep_name);  // a clear error for an unknown name
+  const std::string text = fmt::format(
+      "SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
+      "WHERE (?1 IS NULL OR s.name = ?1) AND (?2 IS NULL OR r.status = ?2) "
+      "ORDER BY s.id, r.budget, r.experts, r.router, r.n_active, r.id",
+      kRunColumns);
+  sql::Statement s(handle_, text.c_str());
+  s.bind(1, sweep_name);
+  s.bind(2, status ? std::optional<std::string>(to_string(*status)) : std::nullopt);
+  std::vector<RunRecord> out;
+  while (s.step()) out.push_back(read_run(s));
+  return out;
+}
+
+RunRecord Database::run(int64_t id) const {
+  const std::string text = fmt::format(
+      "SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?1", kRunColumns);
+  sql::Statement s(handle_, text.c_str());
+  s.bind(1, id);
+  if (!s.step()) throw std::runtime_error(fmt::format("no run with id {} in {}", id, path_));
+  return read_run(s);
+}
+
+std::optional<RunRecord> Database::claim_run(const std::string& sweep_name,
+                                             const std::string& worker,
+                                             std::optional<int64_t> run_id,
+                                             double stale_seconds) {
+  Transaction tx(handle_);
+  const SweepRecord sw = sweep(sweep_name);
+  sql::Statement pick(
+      handle_,
+      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
+      "(status = 'planned' OR (status = 'running' AND "
+      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
+      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
+  pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds);
+  if (!pick.step()) return std::nullopt;
+  const int64_t id = pick.integer(0);
+  sql::Statement(handle_, fmt::format("UPDATE runs SET status = 'running', worker = ?1, "
+                                      "heartbeat = {0}, started_at = {0} WHERE id = ?2",
+                                      kNow)
+                              .c_str())
+      .bind(1, worker)
+      .bind(2, id)
+      .run();
+  RunRecord claimed = run(id);
+  tx.commit();
+  return claimed;
+}
+
+void Database::record_metric(const MetricRecord& m) {
+  Transaction tx(handle_);
+  sql::Statement(handle_,
+                 "INSERT OR REPLACE INTO metrics(run_id, step, split, tokens, loss, lr, "
+                 "aux_loss, tokens_per_s, bits_per_byte, elapsed_s, expert_load) "
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+      .bind(1, m.run_id)
+      .bind(2, m.step)
+      .bind(3, m.split)
+      .bind(4, m.tokens)
+      .bind(5, m.loss)
+      .bind(6, m.lr)
+      .bind(7, m.aux_loss)
+      .bind(8, m.tokens_per_s)
+      .bind(9, m.bits_per_byte)
+      .bind(10, m.elapsed_s)
+      .bind(11, m.expert_load)
+      .run();
+  sql::Statement(
+      handle_,
+      fmt::format("UPDATE runs SET heartbeat = {}, steps_done = max(steps_done, ?2) WHERE id = ?1",
+                  kNow)
+          .c_str())
+      .bind(1, m.run_id)
+      .bind(2, m.step)
+      .run();
+  tx.commit();
+}
+
+void Database::finish_run(int64_t run_id, RunStatus status, std::optional<double> final_loss,
+                          double wall_seconds, int64_t steps_done, const std::string& error) {
+  Transaction tx(handle_);
+  sql::Statement(handle_,
+                 fmt::format("UPDATE runs SET status = ?2, final_loss = ?3, wall_seconds = ?4, "
+                             "steps_done = ?5, error = ?6, finished_at = {} WHERE id = ?1",
+                             kNow)
+                     .c_str())
+      .bind(1, run_id)
+      .bind(2, to_string(status))
+      .bind(3, final_loss)
+      .bind(4, wall_seconds)
+      .bind(5, steps_done)
+      .bind(6, error)
+      .run();
+  tx.commit();
+}
+
+void Database::release_run(int64_t run_id, int64_t steps_done) {
+  Transaction tx(handle_);
+  sql::Statement(handle_,
+                 "UPDATE runs SET status = 'planned', worker = '', steps_done = ?2 WHERE id = ?1")
+      .bind(1, run_id)
+      .bind(2, steps_done)
+      .run();
+  tx.commit();
+}
+
+std::vector<MetricRecord> Database::metrics(int64_t run_id, const std::string& split) const {
+  sql::Statement s(handle_,
+                   "SELECT run_id, step, tokens, split, loss, lr, aux_loss, tokens_per_s, "
+                   "bits_per_byte, elapsed_s, expert_load FROM metrics "
+                   "WHERE run_id = ?1 AND (?2 = '' OR split = ?2) ORDER BY step, split");
+  s.bind(1, run_id).bind(2, split);
+  std::vector<MetricRecord> out;
+  while (s.step()) {
+    MetricRecord m;
+    m.run_id = s.integer(0);
+    m.step = s.integer(1);
+    m.tokens = s.integer(2);
+    m.split = s.text(3);
+    m.loss = s.real(4);
+    m.lr = s.optional_real(5);
+    m.aux_loss = s.optional_real(6);
+    m.tokens_per_s = s.optional_real(7);
+    m.bits_per_byte = s.optional_real(8);
+    m.elapsed_s = s.optional_real(9);
+    m.expert_load = s.text(10);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+int64_t Database::import_observations(const std::string& sweep_name, const std::string& source,
+                                      const std::vector<ObservationRecord>& rows) {
+  Transaction tx(handle_);
+  int64_t sweep_id = 0;
+  if (auto existing = find_sweep(sweep_name)) {
+    if (existing->kind != "imported")
+      throw std::runtime_error(fmt::format(
+          "sweep '{}' is a planned sweep; import into another sweep name", sweep_name));
+    sweep_id = existing->id;
+  } else {
+    sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'imported', '')")
+        .bind(1, sweep_name)
+        .run();
+    sweep_id = sqlite3_last_insert_rowid(handle_);
+  }
+  sql::Statement insert(handle_,
+                        "INSERT INTO observations(sweep_id, n_active, n_total, tokens, experts, "
+                        "top_k, granularity, loss, label, source) "
+                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+  for (const ObservationRecord& o : rows) {
+    insert.bind(1, sweep_id).bind(2, o.n_active).bind(3, o.n_total).bind(4, o.tokens);
+    insert.bind(5, o.experts).bind(6, o.top_k).bind(7, o.granularity).bind(8, o.loss);
+    insert.bind(9, o.label).bind(10, source);
+    insert.run();
+  }
+  tx.commit();
+  return sweep_id;
+}
+
+std::vector<ObservationRecord> Database::observations(const std::string& sweep_name) const {
+  const SweepRecord sw = sweep(sweep_name);
+  std::vector<ObservationRecord> out;
+  sql::Statement imported(handle_,
+                          "SELECT n_active, n_total, tokens, experts, top_k, granularity, loss, "
+                          "label FROM observations WHERE sweep_id = ?1 ORDER BY id");
+  imported.bind(1, sw.id);
+  while (imported.step())
+    out.push_back({imported.real(0), imported.real(1), imported.real(2), imported.real(3),
+                   imported.real(4), imported.real(5), imported.real(6), "", imported.text(7)});
+  for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
+    if (!r.final_loss) continue;
+    const ModelShape& s = r.plan.spec.shape;
+    out.push_back({static_cast<double>(r.plan.params.active),
+                   static_cast<double>(r.plan.params.total), static_cast<double>(r.plan.spec.tokens),
+                   static_cast<double>(s.experts), static_cast<double>(s.top_k), 1.0,
+                   *r.final_loss, to_string(s.router), r.key});
+  }
+  return out;
+}
+
+int64_t Database::save_fit(const std::string& sweep_name, const std::string& law,
+                           const std::string& group, const std::string& result_json) {
+  Transaction tx(handle_);
+  const SweepRecord sw = sweep(sweep_name);
+  sql::Statement(handle_, "INSERT INTO fits(sweep_id, law, grp, result) VALUES(?1, ?2, ?3, ?4)")
+      .bind(1, sw.id)
+      .bind(2, law)
+      .bind(3, group)
+      .bind(4, result_json)
+      .run();
+  const int64_t id = sqlite3_last_insert_rowid(handle_);
+  tx.commit();
+  return id;
+}
+
+namespace {
+FitRecord read_fit(const sql::Statement& s) {
+  return {s.integer(0), s.integer(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(6)};
+}
+constexpr const char* kFitQuery =
+    "SELECT f.id, f.sweep_id, s.name, f.law, f.grp, f.result, f.created_at FROM fits f "
+    "JOIN sweeps s ON s.id = f.sweep_id ";
+}  // namespace
+
+FitRecord Database::fit(int64_t id) const {
+  sql::Statement s(handle_, fmt::format("{} WHERE f.id = ?1", kFitQuery).c_str());
+  s.bind(1, id);
+  if (!s.step())
+    throw std::runtime_error(
+        fmt::format("no fit with id {} in {}; `moescale fit` prints the id of each fit", id, path_));
+  return read_fit(s);
+}
+
+std::vector<FitRecord> Database::fits(const std::optional<std::string>& sweep_name) const {
+  sql::Statement s(handle_,
+                   fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery)
+                       .c_str());
+  s.bind(1, sweep_name);
+  std::vector<FitRecord> out;
+  while (s.step()) out.push_back(read_fit(s));
+  return out;
+}
+
+}  // namespace moescale

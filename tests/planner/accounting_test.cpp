@@ -1,0 +1,122 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "planner/planner.h"
+
+namespace moescale {
+namespace {
+
+ModelShape llama2_7b() {
+  ModelShape s;
+  s.vocab = 32000;
+  s.seq_len = 4096;
+  s.d_model = 4096;
+  s.n_layers = 32;
+  s.n_heads = 32;
+  s.ffn_hidden = 11008;
+  s.tied_embeddings = false;
+  return s;
+}
+
+ModelShape mixtral_8x7b() {
+  ModelShape s = llama2_7b();
+  s.n_kv_heads = 8;
+  s.ffn_hidden = 14336;
+  s.experts = 8;
+  s.top_k = 2;
+  s.router = Router::topk;
+  return s;
+}
+
+TEST(Accounting, ReproducesLlama2_7B) {
+  const ParamCount c = count_params(llama2_7b());
+  EXPECT_EQ(c.all(), 6'738'415'616);
+  EXPECT_EQ(c.all_active(), c.all());
+  EXPECT_EQ(c.embedding, 2 * 32000 * 4096);
+}
+
+TEST(Accounting, ReproducesMixtral8x7B) {
+  const ParamCount c = count_params(mixtral_8x7b());
+  EXPECT_EQ(c.all(), 46'702'792'704);
+  EXPECT_EQ(c.all_active(), 12'879'925'248);
+  EXPECT_EQ(c.router, 32 * 4096 * 8);
+}
+
+TEST(Accounting, RmoeRouterIsPerLayerProjectionsAndGatesPlusOneSharedGru) {
+  ModelShape s = mixtral_8x7b();
+  s.router = Router::rmoe;
+  s.router_dim = 128;
+  const int64_t p = 128, d = 4096, e = 8;
+  const int64_t gru = 3 * (p * p + p * p) + 6 * p;
+  const ParamCount c = count_params(s);
+  EXPECT_EQ(c.router, 32 * (d * p + p * e) + gru);
+  const ParamCount topk = count_params(mixtral_8x7b());
+  EXPECT_EQ(c.total - topk.total, c.router - topk.router);
+  EXPECT_EQ(c.active - topk.active, c.router - topk.router);
+}
+
+TEST(Accounting, HashRouterHasNoParametersAndMoeEveryCountsOnlyMoeLayers) {
+  ModelShape s = mixtral_8x7b();
+  s.router = Router::hash;
+  s.moe_every = 2;
+  const ParamCount c = count_params(s);
+  EXPECT_EQ(c.router, 0);
+  EXPECT_EQ(s.resolved().moe_layers(), 16);
+  const int64_t expert = 3 * 4096 * 14336;
+  // 16 MoE layers hold 8 experts, 16 dense layers hold one FFN each.
+  EXPECT_EQ(c.total - c.active, 16 * (8 - 2) * expert);
+  EXPECT_FALSE(s.is_moe_layer(0));
+  EXPECT_TRUE(s.is_moe_layer(1));
+}
+
+TEST(Accounting, FlopsPerTokenCountAttentionAndHead) {
+  const ModelShape s = llama2_7b();
+  const ParamCount c = count_params(s);
+  EXPECT_DOUBLE_EQ(flops_per_token_6n(s), 6.0 * c.active);
+  EXPECT_DOUBLE_EQ(flops_per_token(s),
+                   6.0 * c.active + 12.0 * 32 * 4096 * 4096 + 6.0 * 32000 * 4096);
+  EXPECT_DOUBLE_EQ(training_compute(1e9, 2e10), 1.2e20);
+  EXPECT_DOUBLE_EQ(tokens_for_compute(1.2e20, 1e9), 2e10);
+}
+
+TEST(Accounting, DefaultsAndImpossibleShapes) {
+  ModelShape s;
+  s.d_model = 96;
+  s.n_heads = 6;
+  const ModelShape r = s.resolved();
+  EXPECT_EQ(r.head_dim, 16);
+  EXPECT_EQ(r.n_kv_heads, 6);
+  EXPECT_EQ(r.ffn_hidden, 256);  // 8/3·96 = 256
+  s.n_heads = 5;
+  EXPECT_THROW(s.resolved(), std::invalid_argument);
+  s.n_heads = 6;
+  s.experts = 4;
+  s.top_k = 5;
+  s.router = Router::topk;
+  EXPECT_THROW(s.resolved(), std::invalid_argument);
+  s.top_k = 2;
+  s.router = Router::dense;
+  EXPECT_THROW(s.resolved(), std::invalid_argument);
+  EXPECT_THROW(parse_router("sinkhorn"), std::invalid_argument);
+}
+
+TEST(Accounting, ShapeForActiveParamsLandsNearTheTarget) {
+  ModelShape base;
+  base.experts = 8;
+  base.top_k = 2;
+  base.router = Router::rmoe;
+  base.router_dim = 32;
+  ShapeRules rules;
+  for (double target : {2e4, 1e5, 1e6, 1e8}) {
+    const ModelShape s = shape_for_active_params(target, base, rules);
+    const double got = static_cast<double>(count_params(s).active);
+    EXPECT_LT(std::abs(std::log(got / target)), std::log(1.6)) << target;
+    EXPECT_EQ(s.d_model % rules.head_dim, 0);
+    EXPECT_EQ(s.ffn_hidden % 32, 0);
+    EXPECT_EQ(s.experts, 8);
+  }
+}
+
+}  // namespace
+}  // namespace moescale

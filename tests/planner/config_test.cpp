@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include "planner/planner.h"
+
+namespace moescale {
+namespace {
+
+const char* kValid = R"(
+[sweep]
+name = "s"
+budgets = [1e11, 3e11]
+experts = [1, 8]
+routers = ["topk", "rmoe"]
+[model]
+top_k = 2
+[train]
+batch_size = 8
+)";
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_sweep_config(text, "cfg.toml");
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesAValidConfig) {
+  const SweepConfig c = parse_sweep_config(kValid, "cfg.toml");
+  EXPECT_EQ(c.name, "s");
+  EXPECT_EQ(c.budgets, (std::vector<double>{1e11, 3e11}));
+  EXPECT_EQ(c.routers, (std::vector<Router>{Router::topk, Router::rmoe}));
+  EXPECT_EQ(c.train.batch_size, 8);
+  EXPECT_EQ(c.base.top_k, 2);
+}
+
+TEST(Config, ShippedConfigsPlan) {
+  const SweepConfig c = load_sweep_config(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
+  EXPECT_FALSE(plan_sweep(c).empty());
+}
+
+struct BadCase {
+  std::string from, to, expect;
+};
+
+TEST(Config, ErrorsNameTheKeyAndTheFile) {
+  const std::vector<BadCase> cases{
+      {"batch_size = 8", "batch_sise = 8", "train.batch_sise in cfg.toml: unknown key"},
+      {"batch_size = 8", "batch_size = \"8\"", "train.batch_size in cfg.toml: expected an integer"},
+      {"budgets = [1e11, 3e11]", "budgets = [-1e11]", "sweep.budgets in cfg.toml: values must be positive"},
+      {"top_k = 2", "top_k = 9", "model.top_k in cfg.toml: top_k = 9 exceeds experts = 8"},
+      {"routers = [\"topk\", \"rmoe\"]", "routers = [\"sinkhorn\"]", "sweep.routers in cfg.toml: unknown router"},
+      {"[train]", "[trian]", "trian in cfg.toml: unknown section"},
+      {"name = \"s\"", "name = \"s", "cfg.toml:3:"},
+      {"budgets = [1e11, 3e11]", "", "sweep.budgets in cfg.toml: an isoflop sweep needs budgets"},
+      {"name = \"s\"", "name = \"s\"\ndesign = \"random\"", "sweep.design in cfg.toml: 'random'"},
+  };
+  for (const BadCase& c : cases) {
+    std::string text = kValid;
+    text.replace(text.find(c.from), c.from.size(), c.to);
+    const std::string err = error_of(text);
+    EXPECT_NE(err.find(c.expect), std::string::npos) << "got: " << err << "\nwant: " << c.expect;
+  }
+  EXPECT_NE(error_of(std::string(kValid) + "[model]\nvocab = 0\n").find("cfg.toml"),
+            std::string::npos);
+}
+
+TEST(Config, MissingFileIsAClearError) {
+  EXPECT_THROW(load_sweep_config("/nonexistent/sweep.toml"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace moescale

@@ -1,0 +1,101 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "planner/planner.h"
+
+namespace moescale {
+namespace {
+
+SweepConfig isoflop_config() {
+  SweepConfig c;
+  c.name = "t";
+  c.budgets = {1e11, 1e12};
+  c.points_per_budget = 5;
+  c.span = 4;
+  c.experts = {1, 4};
+  c.routers = {Router::topk, Router::rmoe};
+  c.base.top_k = 2;
+  c.base.router_dim = 16;
+  c.train.batch_size = 4;
+  return c;
+}
+
+TEST(IsoFlop, PlansEachBudgetExpertCountAndRouterWithDenseOnce) {
+  const auto runs = plan_sweep(isoflop_config());
+  std::set<std::string> groups, keys;
+  for (const PlannedRun& r : runs) {
+    groups.insert(to_string(r.spec.shape.router) + std::to_string(r.spec.shape.experts));
+    keys.insert(r.spec.key());
+  }
+  EXPECT_EQ(groups, (std::set<std::string>{"dense1", "topk4", "rmoe4"}));
+  EXPECT_EQ(keys.size(), runs.size());
+  EXPECT_LE(runs.size(), 2u * 5u * 3u);
+  EXPECT_GE(runs.size(), 2u * 3u * 3u);  // snapping may merge neighbours, not most
+}
+
+TEST(IsoFlop, EachRunSpendsItsBudgetAndSizesSpanAroundTheOptimum) {
+  SweepConfig c = isoflop_config();
+  c.budgets = {1e12, 1e13};  // below ~10K parameters shapes are too coarse to snap closely
+  for (const PlannedRun& r : plan_sweep(c)) {
+    // D is snapped to whole steps of batch·seq_len tokens.
+    const double step_tokens = c.train.batch_size * c.base.seq_len;
+    const double slack = 6.0 * r.params.active * step_tokens / 2;
+    EXPECT_NEAR(r.compute_6n, r.budget, slack + 1e-9 * r.budget);
+    EXPECT_EQ(r.spec.tokens % static_cast<int64_t>(step_tokens), 0);
+    const double optimum = std::sqrt(r.budget / (6.0 * c.tokens_per_param));
+    EXPECT_LT(std::abs(std::log(r.params.active / optimum)), std::log(c.span * 1.6));
+    EXPECT_GT(r.est_seconds, 0);
+    EXPECT_GT(r.compute_full, r.compute_6n);
+  }
+}
+
+TEST(IsoFlop, SnappedDuplicatesAreDropped) {
+  SweepConfig c = isoflop_config();
+  c.points_per_budget = 40;  // far more sizes than distinct shapes in the span
+  c.span = 1.5;
+  const auto runs = plan_sweep(c);
+  std::set<std::string> keys;
+  for (const auto& r : runs) EXPECT_TRUE(keys.insert(r.spec.key()).second);
+  EXPECT_LT(runs.size(), 2u * 40u * 3u);
+}
+
+TEST(Grid, IsTheProductOfSizesTokensExpertsAndRouters) {
+  SweepConfig c = isoflop_config();
+  c.design = Design::grid;
+  c.sizes = {2e4, 2e5};
+  c.token_counts = {1e6, 4e6, 1.6e7};
+  const auto runs = plan_sweep(c);
+  EXPECT_EQ(runs.size(), 2u * 3u * 3u);
+}
+
+TEST(Plan, RefusesASweepOverTheTotalBudget) {
+  SweepConfig c = isoflop_config();
+  c.max_total_compute = 1e12;
+  EXPECT_THROW(
+      {
+        try {
+          plan_sweep(c);
+        } catch (const std::invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find("max_total_compute"), std::string::npos);
+          throw;
+        }
+      },
+      std::invalid_argument);
+}
+
+TEST(RunSpec, JsonRoundTripKeepsTheKey) {
+  for (const PlannedRun& r : plan_sweep(isoflop_config())) {
+    const RunSpec back = run_spec_from_json(to_json(r.spec));
+    EXPECT_EQ(back.key(), r.spec.key());
+    EXPECT_EQ(to_json(back), to_json(r.spec));
+  }
+  RunSpec a = plan_sweep(isoflop_config()).front().spec, b = a;
+  b.train.lr *= 2;
+  EXPECT_NE(a.key(), b.key());
+  EXPECT_THROW(run_spec_from_json("{\"shape\": 3}"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace moescale
