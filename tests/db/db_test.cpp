@@ -151,7 +151,8 @@ TEST_F(DbTest, ImportsAllOrNothingAndKeepsKindsApart) {
   std::vector<ObservationRecord> rows{{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"},
                                       {4e6, 4e6, 8e7, 1, 1, 1, 2.7, "", "row 3"}};
   EXPECT_THROW(db.import_observations("s", "x.csv", rows), std::runtime_error);
-  EXPECT_EQ(db.import_observations("ext", "x.csv", rows), db.sweep("ext").id);
+  const int64_t id = db.import_observations("ext", "x.csv", rows);
+  EXPECT_EQ(id, db.sweep("ext").id);
   EXPECT_EQ(db.observations("ext").size(), 2u);
   EXPECT_THROW(db.save_plan(config("ext"), plan_sweep(config("ext"))), std::runtime_error);
   EXPECT_EQ(db.runs("ext", std::nullopt).size(), 0u);

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "planner/planner.h"
 
 namespace moescale {
@@ -26,7 +28,7 @@ TEST(IsoFlop, PlansEachBudgetExpertCountAndRouterWithDenseOnce) {
   const auto runs = plan_sweep(isoflop_config());
   std::set<std::string> groups, keys;
   for (const PlannedRun& r : runs) {
-    groups.insert(to_string(r.spec.shape.router) + std::to_string(r.spec.shape.experts));
+    groups.insert(fmt::format("{}{}", to_string(r.spec.shape.router), r.spec.shape.experts));
     keys.insert(r.spec.key());
   }
   EXPECT_EQ(groups, (std::set<std::string>{"dense1", "topk4", "rmoe4"}));

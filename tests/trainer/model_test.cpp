@@ -1,0 +1,254 @@
+// The MoE transformer: parameter accounting, batched dispatch, routers.
+#include <gtest/gtest.h>
+
+#include "trainer/model.h"
+
+namespace moescale {
+namespace {
+
+ModelShape base_shape() {
+  ModelShape s;
+  s.vocab = 50;
+  s.seq_len = 16;
+  s.d_model = 32;
+  s.n_layers = 2;
+  s.n_heads = 4;
+  s.router_dim = 16;
+  return s;
+}
+
+int64_t numel_of(const std::vector<torch::Tensor>& params) {
+  int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  return n;
+}
+
+struct ShapeCase {
+  const char* name;
+  ModelShape shape;
+};
+
+std::vector<ShapeCase> shape_cases() {
+  std::vector<ShapeCase> cases;
+  auto add = [&](const char* name, auto edit) {
+    ModelShape s = base_shape();
+    edit(s);
+    cases.push_back({name, s});
+  };
+  add("dense", [](ModelShape&) {});
+  add("topk", [](ModelShape& s) { s.experts = 4, s.top_k = 2, s.router = Router::topk; });
+  add("rmoe", [](ModelShape& s) { s.experts = 8, s.top_k = 2, s.router = Router::rmoe; });
+  add("hash", [](ModelShape& s) { s.experts = 4, s.router = Router::hash; });
+  add("gqa", [](ModelShape& s) { s.n_kv_heads = 2, s.experts = 4, s.router = Router::topk; });
+  add("moe_every_2", [](ModelShape& s) {
+    s.n_layers = 4, s.moe_every = 2, s.experts = 4, s.router = Router::rmoe;
+  });
+  add("untied", [](ModelShape& s) { s.tied_embeddings = false, s.experts = 2, s.router = Router::topk; });
+  add("head_dim_ffn", [](ModelShape& s) { s.head_dim = 16, s.ffn_hidden = 40; });
+  return cases;
+}
+
+TEST(Model, ParameterCountMatchesPlanner) {
+  for (const auto& c : shape_cases()) {
+    MoeTransformer model(c.shape, 1);
+    const ParamCount expected = count_params(c.shape);
+    int64_t embedding = model->embed->weight.numel();
+    if (model->head) embedding += model->head->weight.numel();
+    EXPECT_EQ(numel_of(model->parameters()), expected.all()) << c.name;
+    EXPECT_EQ(numel_of(model->parameters()) - embedding, expected.total) << c.name;
+    EXPECT_EQ(embedding, expected.embedding) << c.name;
+  }
+}
+
+TEST(Model, ForwardRunsEveryShapeAndGivesFiniteLogits) {
+  for (const auto& c : shape_cases()) {
+    MoeTransformer model(c.shape, 2);
+    const auto tokens = torch::randint(c.shape.vocab, {2, c.shape.seq_len}, torch::kInt64);
+    const auto out = model->forward(tokens);
+    EXPECT_EQ(out.logits.sizes(), (std::vector<int64_t>{2, c.shape.seq_len, c.shape.vocab}))
+        << c.name;
+    EXPECT_TRUE(torch::isfinite(out.logits).all().item<bool>()) << c.name;
+    EXPECT_EQ(model->expert_load().size(), static_cast<size_t>(c.shape.resolved().moe_layers()))
+        << c.name;
+  }
+}
+
+TEST(Model, AttentionIsCausal) {
+  ModelShape s = base_shape();
+  s.n_kv_heads = 2;
+  MoeTransformer model(s, 3);
+  auto tokens = torch::randint(s.vocab, {1, s.seq_len}, torch::kInt64);
+  const auto before = model->forward(tokens).logits;
+  tokens[0][s.seq_len - 1] = (tokens[0][s.seq_len - 1].item<int64_t>() + 1) % s.vocab;
+  const auto after = model->forward(tokens).logits;
+  const int64_t t = s.seq_len - 1;
+  EXPECT_TRUE(torch::allclose(before.narrow(1, 0, t), after.narrow(1, 0, t), 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(before.narrow(1, t, 1), after.narrow(1, t, 1)));
+}
+
+// The obvious per-token loop the batched dispatch must equal.
+torch::Tensor naive_dispatch(const torch::Tensor& x, const Routing& r, const torch::Tensor& w_gu,
+                             const torch::Tensor& w_down) {
+  const int64_t f = w_down.size(1);
+  std::vector<torch::Tensor> rows;
+  for (int64_t n = 0; n < x.size(0); ++n) {
+    auto y = torch::zeros({x.size(1)});
+    for (int64_t j = 0; j < r.experts.size(1); ++j) {
+      const int64_t e = r.experts[n][j].item<int64_t>();
+      const auto gu = x[n].matmul(w_gu[e]);
+      const auto h = torch::silu(gu.narrow(0, 0, f)) * gu.narrow(0, f, f);
+      y = y + r.weights[n][j] * h.matmul(w_down[e]);
+    }
+    rows.push_back(y);
+  }
+  return torch::stack(rows);
+}
+
+TEST(Dispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
+  torch::manual_seed(4);
+  const int64_t n = 40, d = 12, f = 10, e = 5, k = 2;
+  auto make = [&] {
+    return std::vector<torch::Tensor>{torch::randn({n, d}, torch::requires_grad()),
+                                      torch::randn({n, e}, torch::requires_grad()),
+                                      torch::randn({e, d, 2 * f}, torch::requires_grad()),
+                                      torch::randn({e, f, d}, torch::requires_grad())};
+  };
+  auto batched = make();
+  std::vector<torch::Tensor> naive;
+  for (const auto& t : batched) naive.push_back(t.detach().clone().requires_grad_(true));
+  const auto upstream = torch::randn({n, d});
+
+  std::vector<int64_t> counts;
+  const auto yb = moe_dispatch(batched[0], route_top_k(batched[1], k), batched[2], batched[3], &counts);
+  const auto yn = naive_dispatch(naive[0], route_top_k(naive[1], k), naive[2], naive[3]);
+  ASSERT_TRUE(torch::allclose(yb, yn, 1e-5, 1e-5)) << (yb - yn).abs().max();
+  (yb * upstream).sum().backward();
+  (yn * upstream).sum().backward();
+  for (size_t i = 0; i < batched.size(); ++i) {
+    ASSERT_TRUE(batched[i].grad().defined()) << i;
+    EXPECT_TRUE(torch::allclose(batched[i].grad(), naive[i].grad(), 1e-4, 1e-5))
+        << "gradient " << i << " differs by " << (batched[i].grad() - naive[i].grad()).abs().max();
+  }
+  int64_t slots = 0;
+  for (auto c : counts) slots += c;
+  EXPECT_EQ(slots, n * k);
+  EXPECT_GT(batched[1].grad().abs().sum().item<double>(), 0) << "the gate must be trained";
+}
+
+TEST(Dispatch, HandlesExpertsThatReceiveNoTokens) {
+  const int64_t n = 6, d = 4, f = 3, e = 4;
+  Routing r;
+  r.experts = torch::full({n, 1}, 2, torch::kInt64);
+  r.weights = torch::ones({n, 1});
+  const auto x = torch::randn({n, d});
+  const auto w_gu = torch::randn({e, d, 2 * f}), w_down = torch::randn({e, f, d});
+  std::vector<int64_t> counts;
+  const auto y = moe_dispatch(x, r, w_gu, w_down, &counts);
+  EXPECT_EQ(counts, (std::vector<int64_t>{0, 0, 6, 0}));
+  EXPECT_TRUE(torch::allclose(y, naive_dispatch(x, r, w_gu, w_down), 1e-5, 1e-5));
+}
+
+TEST(Router, HashRoutesByTokenIdOnly) {
+  ModelShape s = base_shape();
+  s.experts = 4;
+  s.top_k = 2;
+  s.router = Router::hash;
+  MoeTransformer model(s, 5);
+  const auto tokens = torch::tensor({3, 7, 3, 7, 3, 9}, torch::kInt64).view({1, 6});
+  model->forward(tokens);
+  const auto load = model->expert_load();
+  ASSERT_EQ(load.size(), 2u);
+  const auto table = model->moe_layers()[0]->hash_table;
+  EXPECT_EQ(table.numel(), s.vocab);
+  // token 3 three times, 7 twice, 9 once; k = 2 consecutive experts each: 12 slots.
+  std::vector<double> expected(4, 0.0);
+  for (int64_t t : {3, 7, 3, 7, 3, 9}) {
+    const int64_t first = table[t].item<int64_t>();
+    for (int64_t j = 0; j < 2; ++j) expected[(first + j) % 4] += 1.0 / 12;
+  }
+  for (int e = 0; e < 4; ++e) EXPECT_NEAR(load[0][e], expected[e], 1e-12);
+}
+
+TEST(Router, TopKAuxAndZLossOfAZeroGate) {
+  ModelShape s = base_shape();
+  s.experts = 4;
+  s.router = Router::topk;
+  MoeTransformer model(s, 6);
+  auto moe = model->moe_layers()[0];
+  torch::NoGradGuard no_grad;
+  moe->gate->weight.zero_();
+  const auto x = torch::randn({8, s.d_model});
+  torch::Tensor state;
+  moe->forward(x, torch::zeros({8}, torch::kInt64), state, model->gru);
+  // Ties send every token to one expert: f is one-hot, P = 1/4 each, aux = 4 * 1/4 = 1.
+  EXPECT_NEAR(moe->last_aux.item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(moe->last_z.item<double>(), std::pow(std::log(4.0), 2), 1e-5);
+}
+
+ModelShape rmoe_shape() {
+  ModelShape s = base_shape();
+  s.n_layers = 3;
+  s.experts = 4;
+  s.top_k = 1;
+  s.router = Router::rmoe;
+  return s;
+}
+
+TEST(RMoE, OneGruCellIsSharedByAllMoeLayers) {
+  MoeTransformer model(rmoe_shape(), 7);
+  int grus = 0;
+  for (const auto& m : model->modules(/*include_self=*/false))
+    if (std::dynamic_pointer_cast<torch::nn::GRUCellImpl>(m)) ++grus;
+  EXPECT_EQ(grus, 1);
+  ASSERT_EQ(model->moe_layers().size(), 3u);
+  for (const auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    if (name.find("gru") != std::string::npos) {
+      EXPECT_EQ(name.rfind("gru.", 0), 0u) << name;
+    }
+  }
+
+  // Every layer's routing loss trains the one cell.
+  model->forward(torch::randint(50, {2, 16}, torch::kInt64));
+  for (auto& moe : model->moe_layers()) {
+    model->zero_grad();
+    moe->last_aux.backward(/*gradient=*/{}, /*retain_graph=*/true);
+    EXPECT_GT(model->gru->weight_ih.grad().abs().sum().item<double>(), 0);
+  }
+}
+
+TEST(RMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) {
+  MoeTransformer model(rmoe_shape(), 8);
+  model->forward(torch::randint(50, {2, 16}, torch::kInt64));
+  const auto layers = model->moe_layers();
+  model->zero_grad();
+  layers[1]->last_aux.backward({}, /*retain_graph=*/true);
+  // With k = 1 the renormalised gate weight is 1: layer 0's output, and hence x at
+  // layer 1, does not depend on layer 0's router. Gradient reaching layer 0's
+  // projector can only have come through the recurrent state.
+  const auto proj_grad = layers[0]->proj->weight.grad();
+  ASSERT_TRUE(proj_grad.defined());
+  EXPECT_GT(proj_grad.abs().sum().item<double>(), 0);
+  const auto gate_grad = layers[0]->gate->weight.grad();
+  EXPECT_TRUE(!gate_grad.defined() || gate_grad.abs().sum().item<double>() == 0)
+      << "layer 0's gate reads the state but does not write it";
+  EXPECT_TRUE(!layers[2]->proj->weight.grad().defined() ||
+              layers[2]->proj->weight.grad().abs().sum().item<double>() == 0)
+      << "routing of layer 1 cannot depend on layer 2";
+}
+
+TEST(Model, SameSeedBuildsTheSameModel) {
+  ModelShape s = rmoe_shape();
+  MoeTransformer a(s, 9), b(s, 9), c(s, 10);
+  const auto pa = a->parameters(), pb = b->parameters(), pc = c->parameters();
+  bool all_equal = true, any_differs = false;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    all_equal = all_equal && torch::equal(pa[i], pb[i]);
+    any_differs = any_differs || !torch::equal(pa[i], pc[i]);
+  }
+  EXPECT_TRUE(all_equal);
+  EXPECT_TRUE(any_differs);
+}
+
+}  // namespace
+}  // namespace moescale
