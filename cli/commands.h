@@ -9,5 +9,6 @@ namespace moescale::cli {
 void add_model_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_runs_command(CLI::App& app);
+void add_data_command(CLI::App& app);
 
 }  // namespace moescale::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   add_model_command(app);
   add_plan_command(app);
   add_runs_command(app);
+  add_data_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

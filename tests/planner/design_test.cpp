@@ -12,7 +12,7 @@ namespace {
 
 SweepConfig isoflop_config() {
   SweepConfig c;
-  c.name = "t";
+  c.name = "isoflop-test";
   c.budgets = {1e11, 1e12};
   c.points_per_budget = 5;
   c.span = 4;
