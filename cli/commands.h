@@ -9,6 +9,12 @@ namespace moescale::cli {
 void add_model_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_runs_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_import_command(CLI::App& app);
+void add_fit_command(CLI::App& app);
+void add_recommend_command(CLI::App& app);
+void add_report_command(CLI::App& app);
 void add_data_command(CLI::App& app);
+void add_laws_command(CLI::App& app);
 
 }  // namespace moescale::cli

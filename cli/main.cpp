@@ -17,11 +17,19 @@ int main(int argc, char** argv) {
   add_model_command(app);
   add_plan_command(app);
   add_runs_command(app);
+  add_train_command(app);
+  add_import_command(app);
+  add_fit_command(app);
+  add_recommend_command(app);
+  add_report_command(app);
   add_data_command(app);
+  add_laws_command(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();  // a subcommand's own status, already explained on stderr
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // usage errors exit 2 (CLI11 convention: 106+)
+    return app.exit(e);  // usage errors
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "error: {}\n", e.what());

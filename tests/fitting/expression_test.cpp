@@ -81,7 +81,7 @@ TEST(Expression, DefinitionsAreInlinedAndOrdered) {
       {"Ehat", "1/(1/(E - 1 + 1/(1/Es - 1/Em)) + 1/Em)"}, {"twice", "2*Ehat"}};
   const Expression e = Expression::parse("twice", "law", defs);
   EXPECT_THAT(e.params(), ElementsAre("Es", "Em"));
-  Observation dense{.n_active = 1, .tokens = 1, .experts = 1, .loss = 1};
+  Observation dense{.n_active = 1, .tokens = 1, .experts = 1, .loss = 1, .where = ""};
   EXPECT_NEAR(e.evaluate(std::vector<double>{2, 100}, dense), 4, 1e-12);  // Ehat(1) = E_start
   Observation many = dense;
   many.experts = 1e9;
@@ -124,9 +124,10 @@ TEST(Expression, JetDerivativesEqualFiniteDifferences) {
 TEST(Catalogue, ChinchillaGridIsBesiroglus) {
   const Law& law = builtin_law("chinchilla");
   EXPECT_EQ(law.grid_size(), 4500u);
-  EXPECT_THAT(law.params(), ElementsAre("e", "a", "b", "alpha", "beta"));
+  EXPECT_THAT(law.params(), ElementsAre("e", "a", "alpha", "b", "beta"));  // as they appear
   EXPECT_THAT(law.grid[0].values, ElementsAre(-1, -0.5, 0, 0.5, 1));
   EXPECT_THAT(law.grid[1].values, ElementsAre(0, 5, 10, 15, 20, 25));
+  EXPECT_THAT(law.grid[2].values, ElementsAre(0, 0.5, 1, 1.5, 2));
   std::vector<std::string> reported;
   for (const auto& r : law.reported) reported.push_back(r.name);
   EXPECT_THAT(reported, ElementsAre("E", "A", "B", "alpha", "beta"));

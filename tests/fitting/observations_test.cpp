@@ -101,7 +101,7 @@ TEST(Csv, ReferenceFileAndExcludeTopLoss) {
 }
 
 TEST(Observations, ValidationNamesThePoint) {
-  std::vector<Observation> obs(3, Observation{.n_active = 1e6, .tokens = 1e8, .loss = 3});
+  std::vector<Observation> obs(3, Observation{.n_active = 1e6, .tokens = 1e8, .loss = 3, .where = ""});
   obs[1].tokens = std::numeric_limits<double>::infinity();
   EXPECT_THAT([&] { validate_observations(obs); },
               ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("point 2: D is inf")));

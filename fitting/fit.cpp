@@ -1,0 +1,568 @@
+// Robust multi-start fitting with Ceres: minimise sum_i Huber_delta(log L_hat_i - log L_i)
+// from every point of the law's grid (Levenberg-Marquardt, one residual block per run so
+// ceres::HuberLoss robustifies each residual), keep the best; bootstrap and held-out error.
+//
+// Ceres' HuberLoss(delta) is rho(s) = s (s <= delta^2), 2 delta sqrt(s) - delta^2 beyond, on
+// s = r^2, and Ceres minimises 1/2 sum rho: exactly the standard sum of Huber_delta(r).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+
+#include <ceres/ceres.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "fitting/program.h"
+
+namespace moescale::fitting {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Ceres evaluates the residual blocks of one problem one after another on one thread, all at
+// the same parameters: the uniform part of the law is computed for the first block only.
+template <typename T>
+class Cache {
+ public:
+  std::vector<T>& slots_for(const Program& program, const double* p, const T* args = nullptr) {
+    const std::size_t n = program.params.size();
+    if (program.id != id_ || !std::equal(p, p + n, key_.begin(), key_.end())) {
+      id_ = program.id;
+      key_.assign(p, p + n);
+      if constexpr (std::is_same_v<T, double>) program.eval_uniform(p, slots_);
+      else program.eval_uniform(args, slots_);
+    }
+    return slots_;
+  }
+
+ private:
+  uint64_t id_ = 0;
+  std::vector<double> key_;
+  std::vector<T> slots_;
+};
+
+class PointCost final : public ceres::CostFunction {
+ public:
+  PointCost(const Program& program, const Point& point, double log_loss)
+      : program_(program), point_(point), log_loss_(log_loss) {
+    set_num_residuals(1);
+    mutable_parameter_block_sizes()->push_back(static_cast<int32_t>(program.params.size()));
+  }
+
+  bool Evaluate(double const* const* parameters, double* residuals,
+                double** jacobians) const override {
+    const double* p = parameters[0];
+    const int n = static_cast<int>(program_.params.size());
+    if (jacobians == nullptr || jacobians[0] == nullptr) {
+      thread_local Cache<double> cache;
+      residuals[0] = std::log(program_.eval_varying(p, point_, cache.slots_for(program_, p))) -
+                     log_loss_;
+      return std::isfinite(residuals[0]);
+    }
+    bool ok = false;
+    dispatch_param_count(n, [&](auto size) {
+      constexpr int kN = decltype(size)::value;
+      using J = ceres::Jet<double, kN>;
+      thread_local Cache<J> cache;
+      std::array<J, kN> x;
+      for (int i = 0; i < kN; ++i) x[i] = J(p[i], i);
+      auto& slots = cache.slots_for(program_, p, x.data());
+      const J r = log(program_.eval_varying(x.data(), point_, slots)) - log_loss_;
+      residuals[0] = r.a;
+      ok = std::isfinite(r.a);
+      for (int i = 0; i < kN; ++i) {
+        jacobians[0][i] = r.v[i];
+        ok = ok && std::isfinite(r.v[i]);
+      }
+    });
+    return ok;
+  }
+
+ private:
+  const Program& program_;
+  const Point& point_;
+  double log_loss_;
+};
+
+struct Data {
+  std::vector<Point> points;
+  std::vector<double> log_loss;
+};
+
+Data make_data(const std::vector<Observation>& obs) {
+  Data d;
+  for (const auto& o : obs) {
+    d.points.push_back(make_point(o));
+    d.log_loss.push_back(std::log(o.loss));
+  }
+  return d;
+}
+
+struct Outcome {
+  bool ok = false;
+  bool converged = false;
+  double objective = std::numeric_limits<double>::infinity();
+  std::vector<double> x;
+};
+
+// One worker's Ceres problem over a (multi)set of runs, solved again from each start.
+class StartSolver {
+ public:
+  StartSolver(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
+              const FitOptions& options, int max_iterations)
+      : program_(program), data_(data), rows_(rows), x_(program.params.size()), loss_(options.delta) {
+    ceres::Problem::Options po;
+    po.cost_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
+    po.loss_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
+    problem_ = std::make_unique<ceres::Problem>(po);
+    for (std::size_t r : rows) {
+      costs_.push_back(std::make_unique<PointCost>(program, data.points[r], data.log_loss[r]));
+      problem_->AddResidualBlock(costs_.back().get(), &loss_, x_.data());
+    }
+    solver_options_.linear_solver_type = ceres::DENSE_QR;
+    solver_options_.max_num_iterations = max_iterations;
+    solver_options_.logging_type = ceres::SILENT;
+    solver_options_.minimizer_progress_to_stdout = false;
+    solver_options_.num_threads = 1;
+    solver_options_.function_tolerance = 1e-10;
+    solver_options_.parameter_tolerance = 1e-10;
+    solver_options_.gradient_tolerance = 1e-14;
+    delta_ = options.delta;
+  }
+
+  Outcome run(const std::vector<double>& start) {
+    std::copy(start.begin(), start.end(), x_.begin());
+    Outcome out;
+    if (!std::isfinite(objective(x_))) return out;  // Ceres would refuse to start here
+    ceres::Solver::Summary summary;
+    ceres::Solve(solver_options_, problem_.get(), &summary);
+    out.x = x_;
+    out.objective = objective(x_);
+    out.ok = std::isfinite(out.objective);
+    out.converged = summary.termination_type == ceres::CONVERGENCE;
+    return out;
+  }
+
+  double objective(const std::vector<double>& x) {
+    double sum = 0;
+    program_.eval_uniform(x.data(), slots_);
+    for (std::size_t r : rows_)
+      sum += huber(std::log(program_.eval_varying(x.data(), data_.points[r], slots_)) -
+                       data_.log_loss[r],
+                   delta_);
+    return sum;
+  }
+
+ private:
+  const Program& program_;
+  const Data& data_;
+  std::vector<std::size_t> rows_;
+  std::vector<double> x_;
+  ceres::HuberLoss loss_;
+  double delta_ = 0;
+  std::vector<std::unique_ptr<PointCost>> costs_;
+  std::unique_ptr<ceres::Problem> problem_;
+  ceres::Solver::Options solver_options_;
+  std::vector<double> slots_;
+};
+
+// Calls the progress callback from any worker, one call at a time, about 100 times per stage.
+class Progress {
+ public:
+  Progress(const FitOptions& options, std::string_view stage, std::size_t total)
+      : fn_(options.progress), stage_(stage), total_(total) {}
+  void tick() {
+    const std::size_t done = ++done_;
+    if (!fn_ || (done % std::max<std::size_t>(1, total_ / 100) != 0 && done != total_)) return;
+    std::lock_guard lock(mutex_);
+    fn_(stage_, done, total_);
+  }
+
+ private:
+  const std::function<void(std::string_view, std::size_t, std::size_t)>& fn_;
+  std::string_view stage_;
+  std::size_t total_;
+  std::atomic<std::size_t> done_{0};
+  std::mutex mutex_;
+};
+
+// Runs work(worker_index, item) for items [0, n) on `threads` threads; rethrows the first error.
+template <typename Work>
+void parallel_for(std::size_t n, int threads, Work&& work) {
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&](int w) {
+    try {
+      for (std::size_t i = next++; i < n; i = next++) work(w, i);
+    } catch (...) {
+      std::lock_guard lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = n;
+    }
+  };
+  const int t = std::max(1, std::min<int>(threads, static_cast<int>(std::max<std::size_t>(n, 1))));
+  std::vector<std::thread> pool;
+  for (int w = 1; w < t; ++w) pool.emplace_back(worker, w);
+  worker(0);
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+std::vector<std::vector<double>> grid_starts(const Law& law, std::size_t max_starts) {
+  if (law.grid_size() > max_starts)
+    throw std::invalid_argument(fmt::format(
+        "law \"{}\": the starting grid has {} points, more than the limit {}; give fewer values "
+        "with --grid name=v1,v2",
+        law.name, law.grid_size(), max_starts));
+  std::vector<std::vector<double>> starts;
+  std::set<std::vector<double>> seen;
+  std::vector<std::size_t> digit(law.grid.size(), 0);
+  for (std::size_t n = 0; n < law.grid_size(); ++n) {
+    std::vector<double> x(law.grid.size());
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = law.grid[i].values[digit[i]];
+    if (seen.insert(x).second) starts.push_back(std::move(x));
+    for (std::size_t i = digit.size(); i-- > 0;) {  // mixed-radix increment, last fastest
+      if (++digit[i] < law.grid[i].values.size()) break;
+      digit[i] = 0;
+    }
+  }
+  return starts;
+}
+
+std::vector<Outcome> run_starts(const Program& program, const Data& data,
+                                const std::vector<std::size_t>& rows,
+                                const std::vector<std::vector<double>>& starts,
+                                const FitOptions& options, int max_iterations,
+                                std::string_view stage) {
+  std::vector<Outcome> outcomes(starts.size());
+  std::vector<std::unique_ptr<StartSolver>> solvers(std::max(1, options.threads));
+  Progress progress(options, stage, starts.size());
+  parallel_for(starts.size(), options.threads, [&](int w, std::size_t i) {
+    if (!solvers[w])
+      solvers[w] = std::make_unique<StartSolver>(program, data, rows, options, max_iterations);
+    outcomes[i] = solvers[w]->run(starts[i]);
+    progress.tick();
+  });
+  return outcomes;
+}
+
+// The best outcome and up to `k - 1` other distinct local optima, best first: the "small
+// grid" each bootstrap resample starts from.
+std::vector<std::vector<double>> distinct_optima(std::vector<Outcome> outcomes, std::size_t k) {
+  std::sort(outcomes.begin(), outcomes.end(),
+            [](const Outcome& a, const Outcome& b) { return a.objective < b.objective; });
+  std::vector<std::vector<double>> out;
+  for (const auto& o : outcomes) {
+    if (!o.ok || out.size() >= k) break;
+    const bool dup = std::any_of(out.begin(), out.end(), [&](const std::vector<double>& x) {
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (std::abs(x[i] - o.x[i]) > 1e-3 * std::max(1.0, std::abs(x[i]))) return false;
+      return true;
+    });
+    if (!dup) out.push_back(o.x);
+  }
+  return out;
+}
+
+std::map<std::string, double> report(const std::vector<ReportedParam>& reported,
+                                     const std::vector<std::string>& names,
+                                     const std::vector<double>& x) {
+  std::map<std::string, double> out;
+  for (const auto& r : reported) {
+    const Expression e = Expression::parse(r.expression, "reported parameter");
+    std::vector<double> args;
+    for (const auto& p : e.params())
+      args.push_back(x[std::find(names.begin(), names.end(), p) - names.begin()]);
+    out[r.name] = e.evaluate(args, Observation{});
+  }
+  return out;
+}
+
+std::vector<std::size_t> all_rows(std::size_t n) {
+  std::vector<std::size_t> rows(n);
+  for (std::size_t i = 0; i < n; ++i) rows[i] = i;
+  return rows;
+}
+
+void check_sizes(const Law& law, std::size_t n_points, std::size_t n_params,
+                 std::string_view what) {
+  if (n_points <= n_params)
+    throw std::invalid_argument(fmt::format(
+        "law \"{}\" has {} parameters but {} has only {} points; it needs at least {}", law.name,
+        n_params, what, n_points, n_params + 1));
+}
+
+struct BestFit {
+  std::vector<double> x;
+  double objective = 0;
+  std::size_t starts = 0, converged = 0;
+  std::vector<Outcome> outcomes;
+};
+
+BestFit fit_grid(const Law& law, const Program& program, const Data& data,
+                 const std::vector<std::size_t>& rows, const FitOptions& options,
+                 std::string_view stage) {
+  const auto starts = grid_starts(law, options.max_starts);
+  BestFit best;
+  best.outcomes = run_starts(program, data, rows, starts, options, options.max_iterations, stage);
+  best.starts = starts.size();
+  for (const auto& o : best.outcomes) best.converged += o.converged;
+  const auto finalists = distinct_optima(best.outcomes, std::max(1, options.polish));
+  const auto polished =
+      run_starts(program, data, rows, finalists, options, options.polish_iterations, "polish");
+  best.outcomes.insert(best.outcomes.end(), polished.begin(), polished.end());
+  const Outcome* winner = nullptr;
+  for (const auto& o : best.outcomes)
+    if (o.ok && (!winner || o.objective < winner->objective)) winner = &o;
+  if (!winner)
+    throw std::runtime_error(fmt::format(
+        "law \"{}\": no starting point gave a finite loss on the data; check the expression "
+        "(logs of negative values?) or give other starting values with --grid",
+        law.name));
+  best.x = winner->x;
+  best.objective = winner->objective;
+  return best;
+}
+
+double rmsle_of(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
+                const std::vector<double>& x, double* mean_error = nullptr) {
+  std::vector<double> slots;
+  double sq = 0, sum = 0;
+  for (std::size_t r : rows) {
+    const double e = std::log(program.eval<double>(x.data(), data.points[r], slots)) -
+                     data.log_loss[r];
+    sq += e * e;
+    sum += e;
+  }
+  if (mean_error) *mean_error = sum / static_cast<double>(rows.size());
+  return std::sqrt(sq / static_cast<double>(rows.size()));
+}
+
+void bootstrap(const Law& law, const Program& program, const Data& data, const BestFit& best,
+               const FitOptions& options, FitResult& result) {
+  const auto starts = distinct_optima(best.outcomes, 5);
+  const std::size_t n = data.points.size();
+  std::vector<std::map<std::string, double>> samples(options.bootstrap);
+  std::vector<bool> ok(options.bootstrap, false);
+  Progress progress(options, "bootstrap", options.bootstrap);
+  parallel_for(options.bootstrap, options.threads, [&](int, std::size_t b) {
+    // One generator per resample: results do not depend on the thread count.
+    std::mt19937_64 rng(options.seed * 1000003 + b);
+    std::uniform_int_distribution<std::size_t> pick(0, n - 1);
+    std::vector<std::size_t> rows(n);
+    for (auto& r : rows) r = pick(rng);
+    StartSolver solver(program, data, rows, options, options.polish_iterations);
+    Outcome winner;
+    for (const auto& s : starts) {
+      Outcome o = solver.run(s);
+      if (o.ok && o.objective < winner.objective) winner = std::move(o);
+    }
+    if (winner.ok) {
+      samples[b] = report(law.reported, program.params, winner.x);
+      ok[b] = true;
+    }
+    progress.tick();
+  });
+  const double tail = (1 - options.confidence) / 2;
+  for (const auto& r : law.reported) {
+    std::vector<double> v;
+    for (std::size_t b = 0; b < samples.size(); ++b)
+      if (ok[b] && std::isfinite(samples[b][r.name])) v.push_back(samples[b][r.name]);
+    if (v.size() < 2) continue;
+    std::sort(v.begin(), v.end());
+    auto quantile = [&](double q) {
+      const double pos = q * static_cast<double>(v.size() - 1);
+      const auto lo = static_cast<std::size_t>(std::floor(pos));
+      const std::size_t hi = std::min(lo + 1, v.size() - 1);
+      return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
+    };
+    double mean = 0, var = 0;
+    for (double x : v) mean += x / static_cast<double>(v.size());
+    for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
+    result.intervals[r.name] = {quantile(tail), quantile(1 - tail), std::sqrt(var)};
+  }
+}
+
+// Groups runs into compute budgets (sorted by compute, a new budget starts where consecutive
+// runs differ by more than a factor 1 + budget_tolerance) and holds out the largest
+// `holdout_budgets` groups.
+void holdout(const Law& law, const Program& program, const Data& data,
+             const FitOptions& options, FitResult& result) {
+  const std::size_t n = data.points.size();
+  std::vector<std::size_t> order = all_rows(n);
+  auto compute = [&](std::size_t r) { return data.points[r].value[static_cast<int>(Column::C)]; };
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return compute(a) > compute(b); });
+  if (options.holdout_budgets < 1)
+    throw std::invalid_argument("holdout needs at least one budget to hold out");
+  int groups = 0;
+  double previous = 0;
+  std::vector<std::size_t> test, train;
+  for (std::size_t r : order) {
+    if (groups == 0 || compute(r) * (1 + options.budget_tolerance) < previous) ++groups;
+    previous = compute(r);
+    (groups <= options.holdout_budgets ? test : train).push_back(r);
+  }
+  check_sizes(law, train.size(), program.params.size(), "the training part of the holdout");
+  FitOptions inner = options;
+  inner.bootstrap = 0;
+  const BestFit fit = fit_grid(law, program, data, train, inner, "holdout");
+  HoldoutResult h;
+  h.method = "largest-compute";
+  h.budgets = options.holdout_budgets;
+  h.min_compute = compute(test.back());
+  h.n_train = train.size();
+  h.n_test = test.size();
+  h.rmsle = rmsle_of(program, data, test, fit.x, &h.mean_error);
+  h.params = report(law.reported, program.params, fit.x);
+  result.holdout = h;
+}
+
+}  // namespace
+
+double huber(double r, double delta) {
+  const double a = std::abs(r);
+  return a <= delta ? 0.5 * r * r : delta * (a - 0.5 * delta);
+}
+
+double huber_objective(const Expression& law, std::span<const double> params,
+                       const std::vector<Observation>& observations, double delta) {
+  double sum = 0;
+  for (const auto& o : observations)
+    sum += huber(std::log(law.evaluate(params, o)) - std::log(o.loss), delta);
+  return sum;
+}
+
+FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
+                  const FitOptions& options) {
+  const auto t0 = Clock::now();
+  validate_observations(observations);
+  if (!(options.delta > 0)) throw std::invalid_argument("Huber delta must be positive");
+  if (options.bootstrap < 0) throw std::invalid_argument("bootstrap count must be >= 0");
+  const Expression expr = law.compiled();
+  const Program& program = expr.program();
+  check_sizes(law, observations.size(), program.params.size(), "the data");
+  const Data data = make_data(observations);
+  const BestFit best = fit_grid(law, program, data, all_rows(data.points.size()), options, "grid");
+
+  FitResult result;
+  result.law = law.name;
+  result.expression = law.expression;
+  result.definitions = law.definitions;
+  result.reported = law.reported;
+  for (std::size_t i = 0; i < program.params.size(); ++i)
+    result.fitted[program.params[i]] = best.x[i];
+  result.params = report(law.reported, program.params, best.x);
+  result.objective = best.objective;
+  result.rmsle = rmsle_of(program, data, all_rows(data.points.size()), best.x);
+  result.delta = options.delta;
+  result.n_points = observations.size();
+  result.starts = best.starts;
+  result.converged = best.converged;
+  result.bootstrap = options.bootstrap;
+  result.confidence = options.confidence;
+  if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
+  if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
+  result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return result;
+}
+
+Expression FitResult::compiled() const {
+  return Expression::parse(expression, fmt::format("law {}", law), definitions);
+}
+
+std::vector<double> FitResult::fitted_vector() const {
+  const Expression e = compiled();
+  std::vector<double> x;
+  for (const auto& p : e.params()) {
+    const auto it = fitted.find(p);
+    if (it == fitted.end())
+      throw std::invalid_argument(
+          fmt::format("fit of law \"{}\" has no value for parameter \"{}\"", law, p));
+    x.push_back(it->second);
+  }
+  return x;
+}
+
+double FitResult::predict(const Observation& x) const {
+  return compiled().evaluate(fitted_vector(), x);
+}
+
+std::string to_json(const FitResult& r) {
+  using nlohmann::json;
+  json j;
+  j["law"] = r.law;
+  j["expression"] = r.expression;
+  j["definitions"] = json::array();
+  for (const auto& [name, body] : r.definitions) j["definitions"].push_back({name, body});
+  j["reported"] = json::array();
+  for (const auto& p : r.reported) j["reported"].push_back({p.name, p.expression});
+  j["fitted"] = r.fitted;
+  j["params"] = r.params;
+  j["objective"] = r.objective;
+  j["rmsle"] = r.rmsle;
+  j["delta"] = r.delta;
+  j["n_points"] = r.n_points;
+  j["starts"] = r.starts;
+  j["converged"] = r.converged;
+  j["bootstrap"] = r.bootstrap;
+  j["confidence"] = r.confidence;
+  j["intervals"] = json::object();
+  for (const auto& [name, iv] : r.intervals)
+    j["intervals"][name] = {{"lo", iv.lo}, {"hi", iv.hi}, {"sd", iv.sd}};
+  if (r.holdout) {
+    const auto& h = *r.holdout;
+    j["holdout"] = {{"method", h.method},   {"budgets", h.budgets}, {"min_compute", h.min_compute},
+                    {"n_train", h.n_train}, {"n_test", h.n_test},   {"rmsle", h.rmsle},
+                    {"mean_error", h.mean_error}, {"params", h.params}};
+  } else {
+    j["holdout"] = nullptr;
+  }
+  j["seconds"] = r.seconds;
+  return j.dump();
+}
+
+FitResult fit_result_from_json(std::string_view text) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    FitResult r;
+    r.law = j.at("law").get<std::string>();
+    r.expression = j.at("expression").get<std::string>();
+    for (const auto& d : j.at("definitions")) r.definitions.emplace_back(d.at(0), d.at(1));
+    for (const auto& p : j.at("reported")) r.reported.push_back({p.at(0), p.at(1)});
+    r.fitted = j.at("fitted").get<std::map<std::string, double>>();
+    r.params = j.at("params").get<std::map<std::string, double>>();
+    r.objective = j.at("objective").get<double>();
+    r.rmsle = j.at("rmsle").get<double>();
+    r.delta = j.at("delta").get<double>();
+    r.n_points = j.at("n_points").get<std::size_t>();
+    r.starts = j.value("starts", std::size_t{0});
+    r.converged = j.value("converged", std::size_t{0});
+    r.bootstrap = j.value("bootstrap", 0);
+    r.confidence = j.value("confidence", 0.0);
+    for (const auto& [name, iv] : j.at("intervals").items())
+      r.intervals[name] = {iv.at("lo"), iv.at("hi"), iv.at("sd")};
+    if (j.contains("holdout") && !j.at("holdout").is_null()) {
+      const auto& h = j.at("holdout");
+      r.holdout = HoldoutResult{h.at("method"),  h.at("budgets"), h.at("min_compute"),
+                                h.at("n_train"), h.at("n_test"),  h.at("rmsle"),
+                                h.at("mean_error"),
+                                h.at("params").get<std::map<std::string, double>>()};
+    }
+    r.seconds = j.value("seconds", 0.0);
+    r.fitted_vector();  // the expression parses and every parameter has a value
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(fmt::format("stored fit is not valid fit JSON: {}", e.what()));
+  }
+}
+
+}  // namespace moescale::fitting

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: set up, build, prepare the GCIDE
+# corpus, plan configs/tiny-cpu.toml, train every run on the CPU, fit the laws,
+# recommend for 10x the largest budget and write the report to out/report.
+# Re-running resumes: finished runs are not trained again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh >/dev/null
+export MOESCALE_DB="${MOESCALE_DB:-out/moescale.db}"
+mkdir -p out
+m=build/moescale
+config=configs/tiny-cpu.toml
+sweep=tiny-cpu
+
+[ -f data/gcide/meta.json ] || $m data prepare --source gcide --out data/gcide
+$m plan --config "$config" >/dev/null
+$m train --sweep "$sweep"
+$m runs --sweep "$sweep"
+
+echo
+$m fit --sweep "$sweep" --law chinchilla --per-group --bootstrap 50 --quiet
+$m fit --sweep "$sweep" --law clark2022 --router topk --holdout largest-compute --quiet
+moe_fit=$($m fit --sweep "$sweep" --law clark2022 --router topk --json --quiet |
+  .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["fit_id"])')
+
+largest=$($m plan --config "$config" --dry-run --json |
+  .venv/bin/python -c 'import json,sys; print(max(r["budget"] for r in json.load(sys.stdin)["runs"]))')
+budget=$(.venv/bin/python -c "print(10 * $largest)")
+echo
+$m recommend --fit "$moe_fit" --budget "$budget" --experts 1,4,8
+$m report --sweep "$sweep" --out out/report --budget "$budget"
+echo
+echo "report: out/report/report.md"

@@ -1,0 +1,245 @@
+// The MoE transformer: attention, routers and the dropless batched dispatch.
+#include "trainer/model.h"
+
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace moescale {
+namespace F = torch::nn::functional;
+
+namespace {
+constexpr double kInitStd = 0.02;
+constexpr double kNormEps = 1e-6;
+
+torch::nn::Linear linear(int64_t in, int64_t out, double std) {
+  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(false));
+  torch::nn::init::normal_(l->weight, 0.0, std);
+  return l;
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight) {
+  return torch::rms_norm(x, {x.size(-1)}, weight, kNormEps);
+}
+
+// Rotary positions, half-split convention: x [B, T, H, hd], cos/sin [T, 1, hd/2].
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  // chunk, not narrow: the backward of a split is one cat, a narrow's is a zero fill + copy.
+  const auto halves = x.chunk(2, -1);
+  const auto &x1 = halves[0], &x2 = halves[1];
+  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
+}
+
+torch::Tensor swiglu(const torch::Tensor& gate_up) {
+  const auto parts = gate_up.chunk(2, -1);
+  return F::silu(parts[0]) * parts[1];
+}
+}  // namespace
+
+Routing route_top_k(const torch::Tensor& logits, int64_t k) {
+  Routing r;
+  r.logits = logits;
+  r.probs = torch::softmax(logits, -1);
+  auto [top, idx] = r.probs.topk(k, -1);
+  r.experts = idx;
+  // k = 1 renormalises to exactly 1; dividing would leak rounding-level gradients.
+  r.weights = k == 1 ? torch::ones_like(top) : top / top.sum(-1, true);
+  return r;
+}
+
+torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
+                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                           std::vector<int64_t>* counts) {
+  const int64_t k = routing.experts.size(1), n_experts = w_gate_up.size(0);
+  const auto flat = routing.experts.reshape(-1);
+  const auto order = std::get<1>(flat.sort(std::optional<bool>(true), 0, false));  // stable
+  const auto token = order.div(k, "floor");
+  // One host copy of E counts: the block boundaries must be known on the host.
+  const auto count_t = torch::bincount(flat, {}, n_experts).cpu();
+  const int64_t* count = count_t.data_ptr<int64_t>();
+  if (counts) counts->assign(count, count + n_experts);
+
+  // Unbind, split: their backwards are one stack / one cat. Indexing w[e] per expert
+  // would zero-fill and accumulate a full [E, ...] gradient for every expert.
+  const auto gate_up = w_gate_up.unbind(0), down = w_down.unbind(0);
+  const auto blocks = x.index_select(0, token).split_with_sizes(
+      c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
+  std::vector<torch::Tensor> outs;
+  outs.reserve(n_experts);
+  for (int64_t e = 0; e < n_experts; ++e)
+    if (count[e] > 0) outs.push_back(swiglu(blocks[e].matmul(gate_up[e])).matmul(down[e]));
+  const auto gate = routing.weights.reshape(-1).index_select(0, order).unsqueeze(1);
+  const auto ys = torch::cat(outs) * gate.to(x.scalar_type());
+  return torch::zeros_like(x).index_add(0, token, ys);
+}
+
+// ---- MoE FFN ---------------------------------------------------------------
+
+MoeFfnImpl::MoeFfnImpl(const ModelShape& s, uint64_t seed) : shape_(s) {
+  const int64_t d = s.d_model, f = s.ffn_hidden, n_experts = s.experts;
+  w_gate_up = register_parameter("w_gate_up", torch::randn({n_experts, d, 2 * f}) * kInitStd);
+  w_down = register_parameter(
+      "w_down", torch::randn({n_experts, f, d}) * (kInitStd / std::sqrt(2.0 * s.n_layers)));
+  if (s.router == Router::topk) gate = register_module("gate", linear(d, n_experts, kInitStd));
+  if (s.router == Router::rmoe) {
+    proj = register_module("proj", linear(d, s.router_dim, kInitStd));
+    gate = register_module("gate", linear(s.router_dim, n_experts, kInitStd));
+  }
+  if (s.router == Router::hash) {
+    std::mt19937_64 rng(seed ^ 0x5eedf00dull);
+    auto table = torch::empty({s.vocab}, torch::kInt64);
+    for (int64_t v = 0; v < s.vocab; ++v)
+      table[v] = static_cast<int64_t>(rng() % static_cast<uint64_t>(n_experts));
+    hash_table = register_buffer("hash_table", table);
+  }
+}
+
+Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens,
+                          torch::Tensor& state, torch::nn::GRUCell& gru) {
+  const int64_t k = shape_.top_k;
+  switch (shape_.router) {
+    case Router::topk: return route_top_k(gate(x), k);
+    case Router::rmoe: {
+      if (!state.defined()) state = torch::zeros({x.size(0), shape_.router_dim}, x.options());
+      state = gru(proj(x), state);  // kept in the graph: later layers train earlier ones
+      return route_top_k(gate(state), k);
+    }
+    case Router::hash: {
+      Routing r;
+      const auto first = hash_table.index_select(0, tokens).unsqueeze(1);
+      r.experts = (first + torch::arange(k, first.options())).remainder(shape_.experts);
+      r.weights = torch::full({x.size(0), k}, 1.0 / static_cast<double>(k), x.options());
+      return r;
+    }
+    case Router::dense: break;
+  }
+  throw std::logic_error("MoE layer built for the dense router");
+}
+
+torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const torch::Tensor& tokens,
+                                  torch::Tensor& state, torch::nn::GRUCell& gru) {
+  const Routing r = route(x, tokens, state, gru);
+  std::vector<int64_t> counts;
+  auto y = moe_dispatch(x, r, w_gate_up, w_down, &counts);
+  const double slots = static_cast<double>(r.experts.numel());
+  last_load.resize(counts.size());
+  for (size_t e = 0; e < counts.size(); ++e) last_load[e] = static_cast<double>(counts[e]) / slots;
+  if (r.probs.defined()) {
+    const auto share = torch::tensor(last_load, r.probs.options());
+    last_aux = static_cast<double>(shape_.experts) * (share * r.probs.mean(0)).sum();
+    last_z = torch::logsumexp(r.logits, -1).square().mean();
+  } else {
+    last_aux = torch::zeros({}, x.options());
+    last_z = torch::zeros({}, x.options());
+  }
+  return y;
+}
+
+// ---- block -------------------------------------------------------------------
+
+BlockImpl::BlockImpl(const ModelShape& s, bool moe_layer, uint64_t seed) : shape_(s) {
+  const int64_t d = s.d_model, q = s.n_heads * s.head_dim, kv = s.n_kv_heads * s.head_dim;
+  const double out_std = kInitStd / std::sqrt(2.0 * s.n_layers);
+  attn_norm = register_parameter("attn_norm", torch::ones({d}));
+  ffn_norm = register_parameter("ffn_norm", torch::ones({d}));
+  wqkv = register_module("wqkv", linear(d, q + 2 * kv, kInitStd));  // q, k, v fused: one matmul
+  wo = register_module("wo", linear(q, d, out_std));
+  if (moe_layer) {
+    moe = register_module("moe", MoeFfn(s, seed));
+  } else {
+    w_gate_up = register_module("w_gate_up", linear(d, 2 * s.ffn_hidden, kInitStd));
+    w_down = register_module("w_down", linear(s.ffn_hidden, d, out_std));
+  }
+}
+
+torch::Tensor BlockImpl::attention(const torch::Tensor& x, const torch::Tensor& cos,
+                                   const torch::Tensor& sin) {
+  const int64_t b = x.size(0), t = x.size(1), hd = shape_.head_dim;
+  const int64_t h = shape_.n_heads, kvh = shape_.n_kv_heads;
+  // q and k rotate as one tensor of h + kvh heads: half the small elementwise ops.
+  const auto qkv = wqkv(x).view({b, t, h + 2 * kvh, hd}).split_with_sizes({h + kvh, kvh}, 2);
+  const auto qk = rotate(qkv[0], cos, sin).transpose(1, 2).split_with_sizes({h, kvh}, 1);
+  const auto v = qkv[1].transpose(1, 2);
+  auto y = torch::scaled_dot_product_attention(qk[0], qk[1], v, {}, 0.0, /*is_causal=*/true,
+                                               std::nullopt, /*enable_gqa=*/kvh != h);
+  return wo(y.transpose(1, 2).reshape({b, t, h * hd}));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& tokens,
+                                 const torch::Tensor& cos, const torch::Tensor& sin,
+                                 torch::Tensor& state, torch::nn::GRUCell& gru) {
+  auto h = x + attention(rms_norm(x, attn_norm), cos, sin);
+  const auto xn = rms_norm(h, ffn_norm);
+  if (!moe) return h + w_down(swiglu(w_gate_up(xn)));
+  const auto flat = xn.reshape({-1, shape_.d_model});
+  return h + moe(flat, tokens.reshape(-1), state, gru).view_as(h);
+}
+
+// ---- model -------------------------------------------------------------------
+
+MoeTransformerImpl::MoeTransformerImpl(const ModelShape& shape, uint64_t seed)
+    : shape_(shape.resolved()) {
+  const ModelShape& s = shape_;
+  if (s.head_dim % 2 != 0)
+    throw std::invalid_argument(
+        fmt::format("head_dim = {} must be even for rotary positions", s.head_dim));
+  torch::manual_seed(seed);  // the same seed builds the same model
+  embed = register_module("embed", torch::nn::Embedding(s.vocab, s.d_model));
+  torch::nn::init::normal_(embed->weight, 0.0, kInitStd);
+  if (!s.tied_embeddings) head = register_module("head", linear(s.d_model, s.vocab, kInitStd));
+  if (s.router == Router::rmoe && s.moe_layers() > 0)
+    gru = register_module("gru", torch::nn::GRUCell(s.router_dim, s.router_dim));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t l = 0; l < s.n_layers; ++l)
+    blocks->push_back(Block(s, s.is_moe_layer(l), seed + static_cast<uint64_t>(l)));
+  final_norm = register_parameter("final_norm", torch::ones({s.d_model}));
+
+  const int64_t half = s.head_dim / 2;
+  const auto inv_freq =
+      torch::pow(10000.0, -torch::arange(half, torch::kFloat64) / static_cast<double>(half));
+  const auto angles = torch::outer(torch::arange(s.seq_len, torch::kFloat64), inv_freq);
+  rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat32).unsqueeze(1));
+  rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat32).unsqueeze(1));
+}
+
+ForwardOutput MoeTransformerImpl::forward(const torch::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  if (t > shape_.seq_len)
+    throw std::invalid_argument(fmt::format("sequence of {} exceeds seq_len {}", t, shape_.seq_len));
+  const auto cos = rope_cos.narrow(0, 0, t), sin = rope_sin.narrow(0, 0, t);
+  auto x = embed(tokens);
+  torch::Tensor state;  // the RMoE routing state, h_0 = 0, created by the first MoE layer
+  for (const auto& m : *blocks) x = m->as<Block>()->forward(x, tokens, cos, sin, state, gru);
+  x = rms_norm(x, final_norm);
+  ForwardOutput out;
+  out.logits = head ? head(x) : torch::matmul(x, embed->weight.t());
+  out.aux_loss = torch::zeros({}, x.options());
+  out.z_loss = torch::zeros({}, x.options());
+  const auto moe = moe_layers();
+  for (const auto& m : moe) {
+    out.aux_loss = out.aux_loss + m->last_aux;
+    out.z_loss = out.z_loss + m->last_z;
+  }
+  if (!moe.empty()) {
+    out.aux_loss = out.aux_loss / static_cast<double>(moe.size());
+    out.z_loss = out.z_loss / static_cast<double>(moe.size());
+  }
+  return out;
+}
+
+std::vector<MoeFfn> MoeTransformerImpl::moe_layers() const {
+  std::vector<MoeFfn> out;
+  for (const auto& m : *blocks)
+    if (auto moe = m->as<Block>()->moe) out.push_back(moe);
+  return out;
+}
+
+std::vector<std::vector<double>> MoeTransformerImpl::expert_load() const {
+  std::vector<std::vector<double>> out;
+  for (const auto& m : moe_layers()) out.push_back(m->last_load);
+  return out;
+}
+
+}  // namespace moescale

@@ -1,0 +1,101 @@
+// The MoE transformer (internal to the trainer; tests and benchmarks use it).
+// Decoder-only: pre-RMSNorm, rotary positions, causal SDPA with grouped-query
+// attention, SwiGLU FFN; every moe_every-th FFN is a dropless MoE layer.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "planner/planner.h"
+
+namespace moescale {
+
+// The routing decision for N tokens: k experts each and their weights.
+struct Routing {
+  torch::Tensor experts;  // [N, k] int64
+  torch::Tensor weights;  // [N, k], sum to 1 over k
+  torch::Tensor logits;   // [N, E] router logits; undefined for the hash router
+  torch::Tensor probs;    // [N, E] softmax of logits; undefined for the hash router
+};
+
+// Softmax, top-k and renormalisation over the k (the topk and rmoe routers).
+Routing route_top_k(const torch::Tensor& logits, int64_t k);
+
+// Dropless batched dispatch: token slots sorted by expert, each expert run once
+// on its contiguous block (SwiGLU with stacked weights w_gate_up [E, d, 2f],
+// w_down [E, f, d]), results scattered back weighted by the gate. `counts`
+// receives the slots per expert.
+torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
+                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                           std::vector<int64_t>* counts = nullptr);
+
+class MoeFfnImpl : public torch::nn::Module {
+ public:
+  MoeFfnImpl(const ModelShape& shape, uint64_t seed);
+  // x: [N, d] normalised FFN input, tokens: [N] ids (hash router). rmoe updates
+  // `state` ([N, p]) through the shared `gru`, without detaching.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& tokens, torch::Tensor& state,
+                        torch::nn::GRUCell& gru);
+
+  torch::Tensor w_gate_up, w_down;
+  torch::nn::Linear gate{nullptr};  // topk: d -> E; rmoe: p -> E
+  torch::nn::Linear proj{nullptr};  // rmoe: d -> p
+  torch::Tensor hash_table;         // hash: token id -> first expert
+
+  // Of the last forward: E * sum f_i P_i, mean(logsumexp^2), slot share per expert.
+  torch::Tensor last_aux, last_z;
+  std::vector<double> last_load;
+
+ private:
+  Routing route(const torch::Tensor& x, const torch::Tensor& tokens, torch::Tensor& state,
+                torch::nn::GRUCell& gru);
+  ModelShape shape_;
+};
+TORCH_MODULE(MoeFfn);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const ModelShape& shape, bool moe, uint64_t seed);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& tokens,
+                        const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& state,
+                        torch::nn::GRUCell& gru);
+
+  torch::Tensor attn_norm, ffn_norm;
+  torch::nn::Linear wqkv{nullptr}, wo{nullptr};
+  torch::nn::Linear w_gate_up{nullptr}, w_down{nullptr};  // dense SwiGLU
+  MoeFfn moe{nullptr};
+
+ private:
+  torch::Tensor attention(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin);
+  ModelShape shape_;
+};
+TORCH_MODULE(Block);
+
+struct ForwardOutput {
+  torch::Tensor logits;    // [B, T, V]
+  torch::Tensor aux_loss;  // load balancing, mean over MoE layers (0 without)
+  torch::Tensor z_loss;    // router z-loss, mean over MoE layers (0 without)
+};
+
+class MoeTransformerImpl : public torch::nn::Module {
+ public:
+  MoeTransformerImpl(const ModelShape& shape, uint64_t seed);
+  ForwardOutput forward(const torch::Tensor& tokens);  // tokens: [B, T] int64
+  std::vector<MoeFfn> moe_layers() const;
+  std::vector<std::vector<double>> expert_load() const;
+  const ModelShape& shape() const { return shape_; }
+
+  torch::nn::Embedding embed{nullptr};
+  torch::nn::Linear head{nullptr};  // untied embeddings only
+  torch::nn::GRUCell gru{nullptr};  // rmoe only: ONE cell shared by all MoE layers
+  torch::nn::ModuleList blocks;
+  torch::Tensor final_norm, rope_cos, rope_sin;
+
+ private:
+  ModelShape shape_;
+};
+TORCH_MODULE(MoeTransformer);
+
+}  // namespace moescale

@@ -1,0 +1,326 @@
+// The training loop: schedule, evaluation, checkpoints, divergence and stop handling.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <numbers>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "trainer/model.h"
+#include "trainer/trainer.h"
+
+namespace moescale {
+namespace fs = std::filesystem;
+
+std::string to_string(TrainOutcome outcome) {
+  switch (outcome) {
+    case TrainOutcome::done: return "done";
+    case TrainOutcome::diverged: return "diverged";
+    case TrainOutcome::interrupted: return "interrupted";
+  }
+  return "?";
+}
+
+namespace {
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kValSeedSalt = 0x76616c5f73656564ull;  // "val_seed"
+constexpr const char* kCheckpointFile = "checkpoint.pt";
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+torch::Device select_device(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+#ifdef MOESCALE_HAVE_CUDA
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::kCPU;
+  if (name.starts_with("cuda")) {
+    if (!torch::cuda::is_available())
+      throw std::runtime_error(fmt::format("device {}: no CUDA device is visible; use --device cpu", name));
+    return torch::Device(name);
+  }
+#else
+  if (name == "auto") return torch::kCPU;
+  if (name.starts_with("cuda"))
+    throw std::runtime_error(fmt::format(
+        "device {}: this build has no CUDA; rebuild with -DMOESCALE_CUDA=ON or use --device cpu",
+        name));
+#endif
+  throw std::invalid_argument(fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
+}
+
+// bf16 autocast for the forward pass on CUDA; fp32 everywhere on CPU.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard([[maybe_unused]] const torch::Device& device) {
+#ifdef MOESCALE_HAVE_CUDA
+    enabled_ = device.is_cuda();
+    if (enabled_) {
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+    }
+#endif
+  }
+  ~AutocastGuard() {
+#ifdef MOESCALE_HAVE_CUDA
+    if (enabled_) {
+      at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::clear_cache();
+    }
+#endif
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  [[maybe_unused]] bool enabled_ = false;
+};
+
+// Linear warmup, then cosine decay to min_lr_ratio * lr at the last step.
+double learning_rate(const TrainSettings& t, int64_t step, int64_t steps) {
+  const int64_t warmup = std::max<int64_t>(1, std::llround(t.warmup_fraction * steps));
+  if (step < warmup) return t.lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const double span = std::max<int64_t>(1, steps - warmup);
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / span);
+  const double cosine = 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+  return t.lr * (t.min_lr_ratio + (1.0 - t.min_lr_ratio) * cosine);
+}
+
+// Weight decay on matrices only: norms and biases are not shrunk towards zero.
+std::unique_ptr<torch::optim::AdamW> make_optimizer(MoeTransformer& model, const TrainSettings& t) {
+  std::vector<torch::Tensor> decay, keep;
+  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : keep).push_back(p);
+  auto options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(t.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(t.weight_decay));
+  if (!keep.empty()) groups.emplace_back(keep, options(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(t.lr));
+}
+
+void set_learning_rate(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+struct Batch {
+  torch::Tensor inputs, targets;  // CPU, reused every step
+};
+
+Batch make_batch(int64_t batch, int64_t seq_len) {
+  return {torch::empty({batch, seq_len}, torch::kInt64),
+          torch::empty({batch, seq_len}, torch::kInt64)};
+}
+
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              targets.reshape(-1));
+}
+
+class Trainer {
+ public:
+  Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& sink);
+  TrainResult run();
+
+ private:
+  double evaluate();
+  void save_checkpoint(int64_t step, double elapsed);
+  int64_t load_checkpoint();  // returns the step to resume from
+  void report_eval(int64_t step, double loss);
+  TrainResult finish(TrainOutcome outcome, int64_t step, std::string message);
+
+  RunSpec spec_;
+  TrainOptions options_;
+  MetricSink& sink_;
+  torch::Device device_;
+  DataMeta meta_;
+  TokenFile train_file_, val_file_;
+  WindowSampler train_data_, val_data_;
+  MoeTransformer model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  Batch batch_;
+  int64_t steps_ = 0, tokens_per_step_ = 0;
+  double prior_elapsed_ = 0, last_val_loss_ = std::numeric_limits<double>::quiet_NaN();
+  double last_train_loss_ = std::numeric_limits<double>::quiet_NaN();
+  Clock::time_point start_ = Clock::now();
+};
+
+std::string data_file(const RunSpec& spec, const char* name) {
+  if (spec.data_dir.empty())
+    throw std::invalid_argument(
+        "the run has no data_dir: run `moescale data prepare --source gcide --out DIR` and set it");
+  return (fs::path(spec.data_dir) / name).string();
+}
+
+Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& sink)
+    : spec_(spec),
+      options_(options),
+      sink_(sink),
+      device_(select_device(options.device)),
+      meta_(read_data_meta(spec.data_dir)),
+      train_file_(data_file(spec, "train.bin")),
+      val_file_(data_file(spec, "val.bin")),
+      train_data_(train_file_, spec.shape.seq_len, spec.train.batch_size, spec.train.seed),
+      val_data_(val_file_, spec.shape.seq_len, spec.train.batch_size,
+                spec.train.seed ^ kValSeedSalt),
+      batch_(make_batch(spec.train.batch_size, spec.shape.seq_len)) {
+  spec_.shape = spec.shape.resolved();
+  if (meta_.vocab_size > spec_.shape.vocab)
+    throw std::invalid_argument(fmt::format(
+        "the data in {} has vocab_size {} but the model's vocab is {}: set vocab = {}",
+        spec.data_dir, meta_.vocab_size, spec_.shape.vocab, meta_.vocab_size));
+  torch::set_num_threads(options.threads > 0 ? options.threads
+                                             : static_cast<int>(std::thread::hardware_concurrency()));
+  model_ = MoeTransformer(spec_.shape, spec_.train.seed);
+  model_->to(device_);
+  optimizer_ = make_optimizer(model_, spec_.train);
+  steps_ = spec_.steps();
+  tokens_per_step_ = spec_.train.tokens_per_step(spec_.shape.seq_len);
+}
+
+double Trainer::evaluate() {
+  torch::NoGradGuard no_grad;
+  AutocastGuard autocast(device_);
+  model_->eval();
+  double total = 0;
+  const int64_t batches = std::max<int64_t>(1, spec_.train.eval_batches);
+  for (int64_t i = 0; i < batches; ++i) {
+    val_data_.fill(i, batch_.inputs.data_ptr<int64_t>(), batch_.targets.data_ptr<int64_t>());
+    const auto out = model_->forward(batch_.inputs.to(device_));
+    total += lm_loss(out.logits.to(torch::kFloat32), batch_.targets.to(device_)).item<double>();
+  }
+  model_->train();
+  return total / static_cast<double>(batches);
+}
+
+void Trainer::report_eval(int64_t step, double loss) {
+  last_val_loss_ = loss;
+  EvalMetrics m{step, step * tokens_per_step_, loss,
+                meta_.byte_level() ? loss / std::numbers::ln2
+                                   : std::numeric_limits<double>::quiet_NaN()};
+  sink_.eval(m);
+}
+
+void Trainer::save_checkpoint(int64_t step, double elapsed) {
+  if (options_.checkpoint_dir.empty()) return;
+  fs::create_directories(options_.checkpoint_dir);
+  torch::serialize::OutputArchive archive, model_archive, optim_archive;
+  model_->save(model_archive);
+  optimizer_->save(optim_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optim_archive);
+  archive.write("step", c10::IValue(step));  // also the data position: batches depend on it
+  archive.write("elapsed", c10::IValue(elapsed));
+  archive.write("run_key", c10::IValue(spec_.key()));
+  const fs::path path = fs::path(options_.checkpoint_dir) / kCheckpointFile;
+  const fs::path tmp = path.string() + ".tmp";
+  archive.save_to(tmp.string());
+  fs::rename(tmp, path);
+  sink_.checkpoint(step);
+}
+
+int64_t Trainer::load_checkpoint() {
+  if (options_.checkpoint_dir.empty()) return 0;
+  const fs::path path = fs::path(options_.checkpoint_dir) / kCheckpointFile;
+  if (!fs::exists(path)) return 0;
+  torch::serialize::InputArchive archive, model_archive, optim_archive;
+  archive.load_from(path.string(), device_);
+  c10::IValue key, step, elapsed;
+  archive.read("run_key", key);
+  if (key.toStringRef() != spec_.key())
+    throw std::runtime_error(fmt::format(
+        "{} belongs to run {}, not {}: use another checkpoint folder or delete it", path.string(),
+        key.toStringRef(), spec_.key()));
+  archive.read("model", model_archive);
+  archive.read("optimizer", optim_archive);
+  model_->load(model_archive);
+  optimizer_->load(optim_archive);
+  archive.read("step", step);
+  archive.read("elapsed", elapsed);
+  prior_elapsed_ = elapsed.toDouble();
+  train_data_.set_position(step.toInt());
+  return step.toInt();
+}
+
+TrainResult Trainer::finish(TrainOutcome outcome, int64_t step, std::string message) {
+  TrainResult r;
+  r.outcome = outcome;
+  r.steps = step;
+  r.tokens = step * tokens_per_step_;
+  r.final_val_loss = last_val_loss_;
+  r.final_train_loss = last_train_loss_;
+  r.wall_seconds = prior_elapsed_ + seconds_since(start_);
+  r.message = std::move(message);
+  return r;
+}
+
+TrainResult Trainer::run() {
+  const TrainSettings& t = spec_.train;
+  const int64_t eval_every = t.eval_interval > 0 ? t.eval_interval : std::max<int64_t>(1, steps_ / 10);
+  const int64_t ckpt_every = t.checkpoint_interval > 0 ? t.checkpoint_interval : eval_every;
+  const int64_t log_every = std::max<int64_t>(1, t.log_interval);
+  const int64_t first = load_checkpoint();
+  if (first >= steps_) {
+    report_eval(steps_, evaluate());
+    return finish(TrainOutcome::done, steps_, "already complete");
+  }
+  model_->train();
+  double window_seconds = 0;  // step time only: evals and checkpoints do not dilute tokens/s
+  int64_t window_steps = 0;
+  for (int64_t step = first; step < steps_; ++step) {
+    if (options_.stop && options_.stop->load()) {
+      save_checkpoint(step, prior_elapsed_ + seconds_since(start_));
+      return finish(TrainOutcome::interrupted, step, fmt::format("stopped at step {}", step));
+    }
+    const auto step_start = Clock::now();
+    const double lr = learning_rate(t, step, steps_);
+    set_learning_rate(*optimizer_, lr);
+    train_data_.next(batch_.inputs.data_ptr<int64_t>(), batch_.targets.data_ptr<int64_t>());
+    optimizer_->zero_grad();
+    ForwardOutput out;
+    torch::Tensor ce;
+    {
+      AutocastGuard autocast(device_);
+      out = model_->forward(batch_.inputs.to(device_));
+      ce = lm_loss(out.logits.to(torch::kFloat32), batch_.targets.to(device_));
+    }
+    const auto loss = ce + t.aux_loss_weight * out.aux_loss + t.z_loss_weight * out.z_loss;
+    const double loss_value = ce.item<double>();
+    if (!std::isfinite(loss_value) || !std::isfinite(loss.item<double>()))
+      return finish(TrainOutcome::diverged, step,
+                    fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
+    loss.backward();
+    if (t.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), t.grad_clip);
+    optimizer_->step();
+    last_train_loss_ = loss_value;
+    ++window_steps;
+    window_seconds += seconds_since(step_start);
+
+    const int64_t done = step + 1;
+    if (done % log_every == 0 || done == steps_) {
+      const double tokens = static_cast<double>(window_steps * tokens_per_step_);
+      TrainStepMetrics m{done, done * tokens_per_step_, loss_value, lr,
+                         out.aux_loss.item<double>(), tokens / std::max(window_seconds, 1e-9),
+                         prior_elapsed_ + seconds_since(start_), model_->expert_load()};
+      sink_.train_step(m);
+      window_seconds = 0;
+      window_steps = 0;
+    }
+    if (done % eval_every == 0 || done == steps_) report_eval(done, evaluate());
+    if (done % ckpt_every == 0 || done == steps_) save_checkpoint(done, prior_elapsed_ + seconds_since(start_));
+  }
+  return finish(TrainOutcome::done, steps_, "");
+}
+
+}  // namespace
+
+TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink) {
+  Trainer trainer(spec, options, sink);
+  return trainer.run();
+}
+
+}  // namespace moescale
