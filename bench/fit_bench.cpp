@@ -5,14 +5,14 @@
 //
 // usage: fit_bench CSV [--threads N] [--repeat R] [--max-iterations M]
 //                    [--other e,a,alpha,b,beta]
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "fitting/fitting.h"
 
@@ -32,7 +32,8 @@ std::vector<double> parse_list(const std::string& text) {
 int run(int argc, char** argv) {
   using namespace moescale::fitting;
   if (argc < 2) {
-    fmt::print(stderr, "usage: fit_bench CSV [--threads N] [--repeat R] [--max-iterations M] "
+    fmt::print(stderr,
+               "usage: fit_bench CSV [--threads N] [--repeat R] [--max-iterations M] "
                "[--other e,a,alpha,b,beta]\n");
     return 2;
   }
@@ -41,11 +42,16 @@ int run(int argc, char** argv) {
   std::vector<double> other;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (flag == "--repeat") repeat = std::atoi(argv[i + 1]);
-    else if (flag == "--other") other = parse_list(argv[i + 1]);
-    else if (flag == "--max-iterations") max_iterations = std::atoi(argv[i + 1]);
-    else throw std::invalid_argument("unknown flag " + flag);
+    if (flag == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else if (flag == "--repeat")
+      repeat = std::atoi(argv[i + 1]);
+    else if (flag == "--other")
+      other = parse_list(argv[i + 1]);
+    else if (flag == "--max-iterations")
+      max_iterations = std::atoi(argv[i + 1]);
+    else
+      throw std::invalid_argument("unknown flag " + flag);
   }
   const auto obs = exclude_top_loss(
       read_observations_csv(csv, {{"N", "Model Size"}, {"C", "Training FLOP"}, {"loss", "loss"}}),

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import huber, logsumexp
+from scipy.special import huber
 
 DELTA = 1e-3
 
@@ -34,11 +34,14 @@ def load(path):
 
 def objective(x, log_n, log_d, log_loss):
     e, a, alpha, b, beta = x
-    pred = logsumexp([np.full_like(log_n, e), a - alpha * log_n, b - beta * log_d], axis=0)
+    # Far-off starts overflow; L-BFGS-B backs off from the resulting inf, as in the original.
+    # log(exp(e) + exp(a - alpha log N) + exp(b - beta log D)), as Besiroglu et al. write it
+    pred = np.log(np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d))
     return float(np.sum(huber(DELTA, pred - log_loss)))
 
 
 def main():
+    np.seterr(over="ignore", invalid="ignore")
     parser = argparse.ArgumentParser()
     parser.add_argument("csv")
     parser.add_argument("--evaluate", help="e,a,alpha,b,beta")

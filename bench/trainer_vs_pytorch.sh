@@ -6,8 +6,11 @@
 # measured sgemm rate. The last line is `ratio: X`, the smallest ratio of
 # moescale's tokens/s over the reference's across the shapes.
 #
+# Each side runs REPEATS times, alternating, and keeps its best run: other jobs
+# on the machine only ever slow a run down.
+#
 # Environment: BUILD_DIR (default build-bench), THREADS (default: all cores),
-# STEPS (default 20), WARMUP (untimed steps, default 3).
+# STEPS (default 20), WARMUP (untimed steps, default 3), REPEATS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,7 @@ BUILD_DIR=${BUILD_DIR:-build-bench}
 THREADS=${THREADS:-$(nproc)}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}
+REPEATS=${REPEATS:-3}
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "error: no .venv: run scripts/setup.sh" >&2; exit 1; }
 
@@ -39,12 +43,19 @@ min_ratio=""
 for entry in "${SHAPES[@]}"; do
   name=${entry%%|*}
   read -r -a shape <<<"${entry#*|}"
-  echo "shape $name: ${shape[*]}, seq 128, batch 16, $THREADS threads, $STEPS steps ($WARMUP untimed)"
-  ours=$("$BUILD_DIR/bench/trainer_bench" "${COMMON[@]}" "${shape[@]}")
-  ref=$("$PY" bench/trainer_reference.py "${COMMON[@]}" "${shape[@]}")
-  line=$("$PY" - "$ours" "$ref" <<'PY'
+  echo "shape $name: ${shape[*]}, seq 128, batch 16, $THREADS threads, $STEPS steps" \
+    "($WARMUP untimed), best of $REPEATS"
+  ours=() ref=()
+  for _ in $(seq "$REPEATS"); do
+    ours+=("$("$BUILD_DIR/bench/trainer_bench" "${COMMON[@]}" "${shape[@]}")")
+    ref+=("$("$PY" bench/trainer_reference.py "${COMMON[@]}" "${shape[@]}")")
+  done
+  line=$("$PY" - "$(printf '%s\n' "${ours[@]}")" "$(printf '%s\n' "${ref[@]}")" <<'PY'
 import json, sys
-ours, ref = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+def best(lines):
+    runs = [json.loads(l) for l in lines.splitlines() if l.strip()]
+    return max(runs, key=lambda r: r["tokens_per_s"])
+ours, ref = best(sys.argv[1]), best(sys.argv[2])
 ratio = ours["tokens_per_s"] / ref["tokens_per_s"]
 print(f"  moescale  {ours['tokens_per_s']:12.0f} tokens/s  ({ours['params']} parameters, loss {ours['final_loss']:.3f})")
 print(f"  pytorch   {ref['tokens_per_s']:12.0f} tokens/s  ({ref['params']} parameters, loss {ref['final_loss']:.3f})")

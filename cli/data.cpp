@@ -40,8 +40,8 @@ nlohmann::json summary_json(const DataSummary& s) {
           {"vocab_size", s.vocab_size},
           {"train_tokens", s.train_tokens},
           {"val_tokens", s.val_tokens},
-          {"entropy_rate", std::isnan(s.entropy_rate) ? nlohmann::json(nullptr)
-                                                      : nlohmann::json(s.entropy_rate)}};
+          {"entropy_rate",
+           std::isnan(s.entropy_rate) ? nlohmann::json(nullptr) : nlohmann::json(s.entropy_rate)}};
 }
 
 void add_prepare(CLI::App& data) {
@@ -60,7 +60,8 @@ void add_prepare(CLI::App& data) {
       "  synthetic:markov   a random sparse Markov chain (--order --vocab --branching\n"
       "                     --tokens, or inline synthetic:markov:order=1,vocab=16,...);\n"
       "                     its exact entropy rate goes into meta.json");
-  cmd->add_option("--source", o.source, "gcide | file:PATH | llmc:PATH | synthetic:markov[:k=v,...]")
+  cmd->add_option("--source", o.source,
+                  "gcide | file:PATH | llmc:PATH | synthetic:markov[:k=v,...]")
       ->capture_default_str();
   cmd->add_option("--out", o.out_dir, "folder to write")->required();
   cmd->add_option("--val-fraction", o.val_fraction,
@@ -68,7 +69,8 @@ void add_prepare(CLI::App& data) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--seed", o.seed, "seed of the synthetic source")->capture_default_str();
-  cmd->add_option("--max-tokens", o.max_tokens, "cut text and shard sources after this many (0: all)")
+  cmd->add_option("--max-tokens", o.max_tokens,
+                  "cut text and shard sources after this many (0: all)")
       ->capture_default_str();
   cmd->add_option("--order", o.markov.order, "markov: tokens of context")->capture_default_str();
   cmd->add_option("--vocab", o.markov.vocab, "markov: vocabulary size")->capture_default_str();
@@ -78,9 +80,8 @@ void add_prepare(CLI::App& data) {
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print the summary as JSON");
   cmd->callback([args] {
-    const DataSummary s = prepare_data(args->options, [](std::string_view line) {
-      fmt::print(stderr, "data: {}\n", line);
-    });
+    const DataSummary s = prepare_data(
+        args->options, [](std::string_view line) { fmt::print(stderr, "data: {}\n", line); });
     if (args->json)
       fmt::print("{}\n", summary_json(s).dump(2));
     else

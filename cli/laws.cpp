@@ -1,7 +1,7 @@
 // moescale laws: the built-in scaling laws (configs/laws.toml, compiled in).
-#include <memory>
-
 #include <fmt/format.h>
+
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -29,7 +29,8 @@ nlohmann::json law_json(const fitting::Law& law) {
   j["grid"] = nlohmann::json::object();
   for (const auto& g : law.grid) j["grid"][g.name] = g.values;
   j["params"] = nlohmann::json::array();
-  for (const auto& r : law.reported) j["params"].push_back({{"name", r.name}, {"value", r.expression}});
+  for (const auto& r : law.reported)
+    j["params"].push_back({{"name", r.name}, {"value", r.expression}});
   return j;
 }
 
@@ -37,15 +38,17 @@ void print_law(const fitting::Law& law) {
   fmt::print("{}  {}\n", law.name, law.title);
   fmt::print("  formula     {}\n", law.formula);
   fmt::print("  fitted as   {}\n", law.expression);
-  for (const auto& [name, body] : law.definitions) fmt::print("    where     {} = {}\n", name, body);
+  for (const auto& [name, body] : law.definitions)
+    fmt::print("    where     {} = {}\n", name, body);
   std::string reported;
   for (const auto& r : law.reported)
     reported += (reported.empty() ? "" : ", ") +
                 (r.name == r.expression ? r.name : fmt::format("{} = {}", r.name, r.expression));
   fmt::print("  reports     {}\n", reported);
-  fmt::print("  grid        {} starting points:", law.grid_size());
-  for (const auto& g : law.grid) fmt::print(" {};", grid_text(g));
-  fmt::print("\n  source      {}\n\n", law.source);
+  std::string grid;
+  for (const auto& g : law.grid) grid += (grid.empty() ? "" : "; ") + grid_text(g);
+  fmt::print("  grid        {} starting points: {}\n", law.grid_size(), grid);
+  fmt::print("  source      {}\n\n", law.source);
 }
 
 }  // namespace
@@ -66,8 +69,9 @@ void add_laws_command(CLI::App& app) {
       return;
     }
     for (const auto& law : laws) print_law(law);
-    fmt::print("Columns: N active params, NT total params, D tokens, E experts, K top-k, "
-               "G granularity, C = 6 N D. Any other name in a --law expression is a parameter.\n");
+    fmt::print(
+        "Columns: N active params, NT total params, D tokens, E experts, K top-k, "
+        "G granularity, C = 6 N D. Any other name in a --law expression is a parameter.\n");
   });
 }
 

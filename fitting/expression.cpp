@@ -1,5 +1,7 @@
 // Law expressions: a recursive-descent parser to a small tree (definitions are shared
 // subtrees), then a compile pass to the flat Program of program.h with constants folded.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -8,8 +10,6 @@
 #include <stdexcept>
 #include <unordered_map>
 
-#include <fmt/format.h>
-
 #include "fitting/program.h"
 #include "planner/planner.h"
 
@@ -17,7 +17,7 @@ namespace moescale::fitting {
 namespace {
 
 constexpr std::array<std::string_view, kNumColumns> kColumnNames = {"N", "NT", "D", "E",
-                                                                   "K", "G", "C"};
+                                                                    "K", "G",  "C"};
 
 int column_index(std::string_view name) {
   for (int i = 0; i < kNumColumns; ++i)
@@ -41,9 +41,15 @@ struct Ast {
   std::string name;  // column or parameter
 };
 
-bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_name_start(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_';
+}
+bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 class Parser {
  public:
@@ -135,17 +141,23 @@ class Parser {
   int sum() {
     int left = product();
     for (;;) {
-      if (accept_op('+')) left = add(Op::add, left, product());
-      else if (accept_op('-')) left = add(Op::sub, left, product());
-      else return left;
+      if (accept_op('+'))
+        left = add(Op::add, left, product());
+      else if (accept_op('-'))
+        left = add(Op::sub, left, product());
+      else
+        return left;
     }
   }
   int product() {
     int left = unary();
     for (;;) {
-      if (accept_op('*')) left = add(Op::mul, left, unary());
-      else if (accept_op('/')) left = add(Op::div, left, unary());
-      else return left;
+      if (accept_op('*'))
+        left = add(Op::mul, left, unary());
+      else if (accept_op('/'))
+        left = add(Op::div, left, unary());
+      else
+        return left;
     }
   }
   int unary() {
@@ -186,9 +198,12 @@ class Parser {
     const std::string n(t.text);
     if (peek().kind == Tok::lparen) {
       Op op;
-      if (n == "log") op = Op::log;
-      else if (n == "exp") op = Op::exp;
-      else fail_at(fmt::format("unknown function '{}' (known: log, exp)", n), t.column);
+      if (n == "log")
+        op = Op::log;
+      else if (n == "exp")
+        op = Op::exp;
+      else
+        fail_at(fmt::format("unknown function '{}' (known: log, exp)", n), t.column);
       ++pos_;
       const int arg = sum();
       expect_rparen();
@@ -348,7 +363,12 @@ Parsed parse_with_definitions(std::string_view text, std::string_view what,
 Point make_point(const Observation& x) {
   Point p;
   const double nt = x.n_total > 0 ? x.n_total : x.n_active;
-  p.value = {x.n_active, nt, x.tokens, x.experts, x.top_k, x.granularity,
+  p.value = {x.n_active,
+             nt,
+             x.tokens,
+             x.experts,
+             x.top_k,
+             x.granularity,
              training_compute(x.n_active, x.tokens)};
   for (int i = 0; i < kNumColumns; ++i) p.log[i] = std::log(p.value[i]);
   return p;
@@ -372,7 +392,9 @@ Expression Expression::parse(std::string_view text, std::string_view what,
   return e;
 }
 
-const std::vector<std::string>& Expression::params() const { return program_->params; }
+const std::vector<std::string>& Expression::params() const {
+  return program_->params;
+}
 
 std::vector<std::string> Expression::columns() const {
   std::vector<std::string> out;
@@ -387,7 +409,9 @@ bool Expression::uses(std::string_view column) const {
   return program_->uses[i];
 }
 
-std::string Expression::to_string() const { return canonical_; }
+std::string Expression::to_string() const {
+  return canonical_;
+}
 
 double Expression::evaluate(std::span<const double> params, const Observation& x) const {
   if (params.size() != program_->params.size())

@@ -1,23 +1,24 @@
 // Robust multi-start fitting with Ceres: minimise sum_i Huber_delta(log L_hat_i - log L_i)
-// from every point of the law's grid (Levenberg-Marquardt, one residual block per run so
-// ceres::HuberLoss robustifies each residual), keep the best; bootstrap and held-out error.
+// from every point of the law's grid with Levenberg-Marquardt (DENSE_QR), polish the best few,
+// keep the best; bootstrap intervals and held-out error.
 //
-// Ceres' HuberLoss(delta) is rho(s) = s (s <= delta^2), 2 delta sqrt(s) - delta^2 beyond, on
-// s = r^2, and Ceres minimises 1/2 sum rho: exactly the standard sum of Huber_delta(r).
+// The Huber loss is folded into the residuals (AllPointsCost below) rather than given to Ceres
+// as a HuberLoss on one block per run: the objective and its gradient are the same, and one
+// 240-row block is about twice as fast as 240 one-row blocks (measured on the reference data).
+#include <ceres/ceres.h>
+#include <fmt/format.h>
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <stdexcept>
 #include <thread>
-#include <type_traits>
-
-#include <ceres/ceres.h>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "fitting/program.h"
 
@@ -26,69 +27,68 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Ceres evaluates the residual blocks of one problem one after another on one thread, all at
-// the same parameters: the uniform part of the law is computed for the first block only.
-template <typename T>
-class Cache {
+// All runs in one residual block, residual psi(r) with psi(r)^2 / 2 = Huber_delta(r):
+// psi = r inside delta, sign(r) sqrt(2 delta |r| - delta^2) beyond. Ceres' cost 1/2 sum psi^2 is
+// then the Huber objective exactly and the Jacobian psi'(r) dr/dp is exact, so Levenberg-
+// Marquardt minimises the same function as with a HuberLoss per block, without the per-block
+// overhead, and the uniform part of the law is computed once per evaluation.
+class AllPointsCost final : public ceres::CostFunction {
  public:
-  std::vector<T>& slots_for(const Program& program, const double* p, const T* args = nullptr) {
-    const std::size_t n = program.params.size();
-    if (program.id != id_ || !std::equal(p, p + n, key_.begin(), key_.end())) {
-      id_ = program.id;
-      key_.assign(p, p + n);
-      if constexpr (std::is_same_v<T, double>) program.eval_uniform(p, slots_);
-      else program.eval_uniform(args, slots_);
-    }
-    return slots_;
-  }
-
- private:
-  uint64_t id_ = 0;
-  std::vector<double> key_;
-  std::vector<T> slots_;
-};
-
-class PointCost final : public ceres::CostFunction {
- public:
-  PointCost(const Program& program, const Point& point, double log_loss)
-      : program_(program), point_(point), log_loss_(log_loss) {
-    set_num_residuals(1);
+  AllPointsCost(const Program& program, const std::vector<const Point*>& points,
+                const std::vector<double>& log_loss, double delta)
+      : program_(program), points_(points), log_loss_(log_loss), delta_(delta) {
+    set_num_residuals(static_cast<int>(points.size()));
     mutable_parameter_block_sizes()->push_back(static_cast<int32_t>(program.params.size()));
   }
 
   bool Evaluate(double const* const* parameters, double* residuals,
                 double** jacobians) const override {
     const double* p = parameters[0];
-    const int n = static_cast<int>(program_.params.size());
+    const std::size_t m = points_.size();
     if (jacobians == nullptr || jacobians[0] == nullptr) {
-      thread_local Cache<double> cache;
-      residuals[0] = std::log(program_.eval_varying(p, point_, cache.slots_for(program_, p))) -
-                     log_loss_;
-      return std::isfinite(residuals[0]);
+      thread_local std::vector<double> slots;
+      program_.eval_uniform(p, slots);
+      for (std::size_t i = 0; i < m; ++i) {
+        const double r = std::log(program_.eval_varying(p, *points_[i], slots)) - log_loss_[i];
+        residuals[i] = psi(r).first;
+        if (!std::isfinite(residuals[i])) return false;
+      }
+      return true;
     }
-    bool ok = false;
-    dispatch_param_count(n, [&](auto size) {
+    bool ok = true;
+    dispatch_param_count(static_cast<int>(program_.params.size()), [&](auto size) {
       constexpr int kN = decltype(size)::value;
       using J = ceres::Jet<double, kN>;
-      thread_local Cache<J> cache;
+      thread_local std::vector<J> slots;
       std::array<J, kN> x;
-      for (int i = 0; i < kN; ++i) x[i] = J(p[i], i);
-      auto& slots = cache.slots_for(program_, p, x.data());
-      const J r = log(program_.eval_varying(x.data(), point_, slots)) - log_loss_;
-      residuals[0] = r.a;
-      ok = std::isfinite(r.a);
-      for (int i = 0; i < kN; ++i) {
-        jacobians[0][i] = r.v[i];
-        ok = ok && std::isfinite(r.v[i]);
+      for (int k = 0; k < kN; ++k) x[k] = J(p[k], k);
+      program_.eval_uniform(x.data(), slots);
+      for (std::size_t i = 0; i < m && ok; ++i) {
+        const J r = log(program_.eval_varying(x.data(), *points_[i], slots)) - log_loss_[i];
+        const auto [value, slope] = psi(r.a);
+        residuals[i] = value;
+        ok = std::isfinite(value);
+        for (int k = 0; k < kN; ++k) {
+          jacobians[0][i * kN + k] = slope * r.v[k];
+          ok = ok && std::isfinite(jacobians[0][i * kN + k]);
+        }
       }
     });
     return ok;
   }
 
  private:
+  std::pair<double, double> psi(double r) const {
+    const double a = std::abs(r);
+    if (a <= delta_) return {r, 1.0};
+    const double v = std::sqrt(2 * delta_ * a - delta_ * delta_);
+    return {r < 0 ? -v : v, delta_ / v};
+  }
+
   const Program& program_;
-  const Point& point_;
-  double log_loss_;
+  std::vector<const Point*> points_;
+  std::vector<double> log_loss_;
+  double delta_;
 };
 
 struct Data {
@@ -117,15 +117,18 @@ class StartSolver {
  public:
   StartSolver(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
               const FitOptions& options, int max_iterations)
-      : program_(program), data_(data), rows_(rows), x_(program.params.size()), loss_(options.delta) {
+      : program_(program), data_(data), rows_(rows), x_(program.params.size()) {
     ceres::Problem::Options po;
     po.cost_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
-    po.loss_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
     problem_ = std::make_unique<ceres::Problem>(po);
+    std::vector<const Point*> points;
+    std::vector<double> log_loss;
     for (std::size_t r : rows) {
-      costs_.push_back(std::make_unique<PointCost>(program, data.points[r], data.log_loss[r]));
-      problem_->AddResidualBlock(costs_.back().get(), &loss_, x_.data());
+      points.push_back(&data.points[r]);
+      log_loss.push_back(data.log_loss[r]);
     }
+    cost_ = std::make_unique<AllPointsCost>(program, points, log_loss, options.delta);
+    problem_->AddResidualBlock(cost_.get(), nullptr, x_.data());
     solver_options_.linear_solver_type = ceres::DENSE_QR;
     solver_options_.max_num_iterations = max_iterations;
     solver_options_.logging_type = ceres::SILENT;
@@ -140,11 +143,12 @@ class StartSolver {
   Outcome run(const std::vector<double>& start) {
     std::copy(start.begin(), start.end(), x_.begin());
     Outcome out;
-    if (!std::isfinite(objective(x_))) return out;  // Ceres would refuse to start here
     ceres::Solver::Summary summary;
     ceres::Solve(solver_options_, problem_.get(), &summary);
     out.x = x_;
-    out.objective = objective(x_);
+    // Ceres' final cost is 1/2 sum rho = sum Huber_delta exactly; after a failure (a start or
+    // step in overflow) recompute it at the point Ceres left.
+    out.objective = summary.termination_type == ceres::FAILURE ? objective(x_) : summary.final_cost;
     out.ok = std::isfinite(out.objective);
     out.converged = summary.termination_type == ceres::CONVERGENCE;
     return out;
@@ -154,9 +158,9 @@ class StartSolver {
     double sum = 0;
     program_.eval_uniform(x.data(), slots_);
     for (std::size_t r : rows_)
-      sum += huber(std::log(program_.eval_varying(x.data(), data_.points[r], slots_)) -
-                       data_.log_loss[r],
-                   delta_);
+      sum += huber(
+          std::log(program_.eval_varying(x.data(), data_.points[r], slots_)) - data_.log_loss[r],
+          delta_);
     return sum;
   }
 
@@ -165,9 +169,8 @@ class StartSolver {
   const Data& data_;
   std::vector<std::size_t> rows_;
   std::vector<double> x_;
-  ceres::HuberLoss loss_;
   double delta_ = 0;
-  std::vector<std::unique_ptr<PointCost>> costs_;
+  std::unique_ptr<AllPointsCost> cost_;
   std::unique_ptr<ceres::Problem> problem_;
   ceres::Solver::Options solver_options_;
   std::vector<double> slots_;
@@ -295,9 +298,9 @@ std::vector<std::size_t> all_rows(std::size_t n) {
 void check_sizes(const Law& law, std::size_t n_points, std::size_t n_params,
                  std::string_view what) {
   if (n_points <= n_params)
-    throw std::invalid_argument(fmt::format(
-        "law \"{}\" has {} parameters but {} has only {} points; it needs at least {}", law.name,
-        n_params, what, n_points, n_params + 1));
+    throw std::invalid_argument(
+        fmt::format("law \"{}\" has {} parameters but {} has only {} points; it needs at least {}",
+                    law.name, n_params, what, n_points, n_params + 1));
 }
 
 struct BestFit {
@@ -337,8 +340,8 @@ double rmsle_of(const Program& program, const Data& data, const std::vector<std:
   std::vector<double> slots;
   double sq = 0, sum = 0;
   for (std::size_t r : rows) {
-    const double e = std::log(program.eval<double>(x.data(), data.points[r], slots)) -
-                     data.log_loss[r];
+    const double e =
+        std::log(program.eval<double>(x.data(), data.points[r], slots)) - data.log_loss[r];
     sq += e * e;
     sum += e;
   }
@@ -351,6 +354,7 @@ void bootstrap(const Law& law, const Program& program, const Data& data, const B
   const auto starts = distinct_optima(best.outcomes, 5);
   const std::size_t n = data.points.size();
   std::vector<std::map<std::string, double>> samples(options.bootstrap);
+  std::vector<std::map<std::string, double>> fitted(options.bootstrap);
   std::vector<bool> ok(options.bootstrap, false);
   Progress progress(options, "bootstrap", options.bootstrap);
   parallel_for(options.bootstrap, options.threads, [&](int, std::size_t b) {
@@ -367,10 +371,13 @@ void bootstrap(const Law& law, const Program& program, const Data& data, const B
     }
     if (winner.ok) {
       samples[b] = report(law.reported, program.params, winner.x);
+      for (std::size_t i = 0; i < winner.x.size(); ++i) fitted[b][program.params[i]] = winner.x[i];
       ok[b] = true;
     }
     progress.tick();
   });
+  for (std::size_t b = 0; b < fitted.size(); ++b)
+    if (ok[b]) result.bootstrap_samples.push_back(std::move(fitted[b]));
   const double tail = (1 - options.confidence) / 2;
   for (const auto& r : law.reported) {
     std::vector<double> v;
@@ -394,8 +401,8 @@ void bootstrap(const Law& law, const Program& program, const Data& data, const B
 // Groups runs into compute budgets (sorted by compute, a new budget starts where consecutive
 // runs differ by more than a factor 1 + budget_tolerance) and holds out the largest
 // `holdout_budgets` groups.
-void holdout(const Law& law, const Program& program, const Data& data,
-             const FitOptions& options, FitResult& result) {
+void holdout(const Law& law, const Program& program, const Data& data, const FitOptions& options,
+             FitResult& result) {
   const std::size_t n = data.points.size();
   std::vector<std::size_t> order = all_rows(n);
   auto compute = [&](std::size_t r) { return data.points[r].value[static_cast<int>(Column::C)]; };
@@ -426,6 +433,16 @@ void holdout(const Law& law, const Program& program, const Data& data,
   result.holdout = h;
 }
 
+// Ceres logs a start that steps into overflow as an ERROR on stderr. In a multi-start fit that
+// is expected and handled (the start keeps its last finite point or is dropped), and thousands
+// of such lines would bury the user's progress output.
+void quiet_ceres() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (FLAGS_minloglevel < google::GLOG_FATAL) FLAGS_minloglevel = google::GLOG_FATAL;
+  });
+}
+
 }  // namespace
 
 double huber(double r, double delta) {
@@ -444,6 +461,7 @@ double huber_objective(const Expression& law, std::span<const double> params,
 FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
                   const FitOptions& options) {
   const auto t0 = Clock::now();
+  quiet_ceres();
   validate_observations(observations);
   if (!(options.delta > 0)) throw std::invalid_argument("Huber delta must be positive");
   if (options.bootstrap < 0) throw std::invalid_argument("bootstrap count must be >= 0");
@@ -518,11 +536,13 @@ std::string to_json(const FitResult& r) {
   j["intervals"] = json::object();
   for (const auto& [name, iv] : r.intervals)
     j["intervals"][name] = {{"lo", iv.lo}, {"hi", iv.hi}, {"sd", iv.sd}};
+  j["bootstrap_samples"] = r.bootstrap_samples;
   if (r.holdout) {
     const auto& h = *r.holdout;
-    j["holdout"] = {{"method", h.method},   {"budgets", h.budgets}, {"min_compute", h.min_compute},
-                    {"n_train", h.n_train}, {"n_test", h.n_test},   {"rmsle", h.rmsle},
-                    {"mean_error", h.mean_error}, {"params", h.params}};
+    j["holdout"] = {{"method", h.method},           {"budgets", h.budgets},
+                    {"min_compute", h.min_compute}, {"n_train", h.n_train},
+                    {"n_test", h.n_test},           {"rmsle", h.rmsle},
+                    {"mean_error", h.mean_error},   {"params", h.params}};
   } else {
     j["holdout"] = nullptr;
   }
@@ -550,12 +570,16 @@ FitResult fit_result_from_json(std::string_view text) {
     r.confidence = j.value("confidence", 0.0);
     for (const auto& [name, iv] : j.at("intervals").items())
       r.intervals[name] = {iv.at("lo"), iv.at("hi"), iv.at("sd")};
+    if (j.contains("bootstrap_samples"))
+      r.bootstrap_samples =
+          j.at("bootstrap_samples").get<std::vector<std::map<std::string, double>>>();
     if (j.contains("holdout") && !j.at("holdout").is_null()) {
       const auto& h = j.at("holdout");
-      r.holdout = HoldoutResult{h.at("method"),  h.at("budgets"), h.at("min_compute"),
-                                h.at("n_train"), h.at("n_test"),  h.at("rmsle"),
-                                h.at("mean_error"),
-                                h.at("params").get<std::map<std::string, double>>()};
+      r.holdout =
+          HoldoutResult{h.at("method"),      h.at("budgets"),
+                        h.at("min_compute"), h.at("n_train"),
+                        h.at("n_test"),      h.at("rmsle"),
+                        h.at("mean_error"),  h.at("params").get<std::map<std::string, double>>()};
     }
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value

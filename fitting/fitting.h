@@ -41,8 +41,7 @@ using ColumnMapping = std::map<std::string, std::string>;
 // (R counts lines, header = 1). Quoted fields ("a,b", "say ""hi""") are handled.
 std::vector<Observation> read_observations_csv(const std::string& path,
                                                const ColumnMapping& mapping);
-std::vector<Observation> parse_observations_csv(std::string_view text,
-                                                const ColumnMapping& mapping,
+std::vector<Observation> parse_observations_csv(std::string_view text, const ColumnMapping& mapping,
                                                 const std::string& source);
 // Drops the k observations with the highest loss (Besiroglu et al. drop 5 of Chinchilla's).
 std::vector<Observation> exclude_top_loss(std::vector<Observation> observations, std::size_t k);
@@ -124,11 +123,11 @@ struct FitOptions {
   int max_iterations = 10;
   int polish = 10;
   int polish_iterations = 1000;
-  int bootstrap = 0;         // resamples; 0: no intervals
+  int bootstrap = 0;  // resamples; 0: no intervals
   double confidence = 0.95;
   uint64_t seed = 1;
   Holdout holdout = Holdout::none;
-  int holdout_budgets = 1;        // how many of the largest compute budgets to hold out
+  int holdout_budgets = 1;         // how many of the largest compute budgets to hold out
   double budget_tolerance = 0.25;  // a gap of more than 25% in compute starts a new budget
   std::size_t max_starts = 200000;
   // Called (serialised) with "grid" / "bootstrap" / "holdout" and done/total counts.
@@ -144,7 +143,7 @@ struct HoldoutResult {
   int budgets = 0;
   double min_compute = 0;  // held-out runs have C >= this
   std::size_t n_train = 0, n_test = 0;
-  double rmsle = 0;      // on the held-out runs
+  double rmsle = 0;       // on the held-out runs
   double mean_error = 0;  // mean(log L_hat - log L) on them: > 0 means the law over-predicts
   std::map<std::string, double> params;  // reported, fitted without the held-out runs
 };
@@ -160,10 +159,13 @@ struct FitResult {
   double delta = 0;
   std::size_t n_points = 0;
   std::size_t starts = 0;     // starting points run
-  std::size_t converged = 0;  // of which Ceres reported convergence
+  std::size_t converged = 0;  // of which converged within max_iterations (few: see FitOptions)
   int bootstrap = 0;
   double confidence = 0;
   std::map<std::string, Interval> intervals;  // reported params, when bootstrap > 0
+  // The fitted parameters (as in `fitted`) of each bootstrap resample, for intervals on
+  // anything derived from the law (predictions, optima).
+  std::vector<std::map<std::string, double>> bootstrap_samples;
   std::optional<HoldoutResult> holdout;
   double seconds = 0;
 
@@ -199,11 +201,11 @@ Hardware hardware_preset(std::string_view name);  // throws listing the presets
 void apply_hardware_override(Hardware& hw, std::string_view assignment);
 
 struct ServingDemand {
-  double tokens = 0;               // T: tokens to generate over the model's life
-  int64_t prompt_tokens = 1024;    // per request
-  int64_t output_tokens = 256;     // per request
-  int64_t max_batch = 256;         // concurrent sequences per replica
-  int max_gpus = 64;               // per replica
+  double tokens = 0;             // T: tokens to generate over the model's life
+  int64_t prompt_tokens = 1024;  // per request
+  int64_t output_tokens = 256;   // per request
+  int64_t max_batch = 256;       // concurrent sequences per replica
+  int max_gpus = 64;             // per replica
   Hardware hardware = hardware_preset("h100");
 };
 
@@ -240,8 +242,8 @@ struct RecommendOptions {
   int64_t top_k = 1;
   double granularity = 1;
   ShapeFn shape = default_shape;
-  std::optional<ServingDemand> serving;  // set: inference-aware mode
-  std::optional<double> target_loss;     // inference-aware; default: best loss at budget
+  std::optional<ServingDemand> serving;        // set: inference-aware mode
+  std::optional<double> target_loss;           // inference-aware; default: best loss at budget
   double min_params = 1e3, max_params = 1e14;  // search bracket for N_active
 };
 struct Choice {

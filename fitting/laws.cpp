@@ -1,12 +1,12 @@
 // The law catalogue (configs/laws.toml, compiled in) and starting grids.
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <stdexcept>
-
-#include <fmt/format.h>
-#include <toml++/toml.h>
 
 #include "fitting/laws_toml.h"  // generated: kLawCatalogueToml
 #include "fitting/program.h"
@@ -83,7 +83,8 @@ std::vector<std::string> string_list(const toml::table& t, std::string_view key,
   const auto* node = t.get(key);
   if (!node) return out;
   const auto* arr = node->as_array();
-  if (!arr) throw std::invalid_argument(fmt::format("{}: \"{}\" must be a list of strings", where, key));
+  if (!arr)
+    throw std::invalid_argument(fmt::format("{}: \"{}\" must be a list of strings", where, key));
   for (const auto& item : *arr) {
     const auto s = item.value<std::string>();
     if (!s)
@@ -95,8 +96,8 @@ std::vector<std::string> string_list(const toml::table& t, std::string_view key,
 
 // Fills in defaults and checks that grid, reports and expression agree.
 void finish_law(Law& law, const std::string& where) {
-  const Expression e = Expression::parse(law.expression, fmt::format("{}: law", where),
-                                         law.definitions);
+  const Expression e =
+      Expression::parse(law.expression, fmt::format("{}: law", where), law.definitions);
   std::vector<ParamGrid> ordered;
   for (const auto& p : e.params()) {
     const auto it = std::find_if(law.grid.begin(), law.grid.end(),
@@ -114,11 +115,12 @@ void finish_law(Law& law, const std::string& where) {
   if (law.reported.empty())
     for (const auto& p : e.params()) law.reported.push_back({p, p});
   for (const auto& r : law.reported) {
-    const Expression re = Expression::parse(
-        r.expression, fmt::format("{}: reported parameter {} =", where, r.name));
+    const Expression re =
+        Expression::parse(r.expression, fmt::format("{}: reported parameter {} =", where, r.name));
     if (!re.columns().empty())
-      throw std::invalid_argument(fmt::format(
-          "{}: reported parameter {} uses data columns; use only fitted parameters", where, r.name));
+      throw std::invalid_argument(
+          fmt::format("{}: reported parameter {} uses data columns; use only fitted parameters",
+                      where, r.name));
     for (const auto& p : re.params())
       if (std::find(e.params().begin(), e.params().end(), p) == e.params().end())
         throw std::invalid_argument(fmt::format(
@@ -151,7 +153,9 @@ Law parse_law(const toml::table& t, const std::string& source, std::size_t index
 
 }  // namespace
 
-Expression Law::compiled() const { return Expression::parse(expression, "law", definitions); }
+Expression Law::compiled() const {
+  return Expression::parse(expression, "law", definitions);
+}
 
 std::vector<std::string> Law::params() const {
   std::vector<std::string> out;
@@ -165,15 +169,17 @@ std::size_t Law::grid_size() const {
   return n;
 }
 
-std::string_view law_catalogue_toml() { return kLawCatalogueToml; }
+std::string_view law_catalogue_toml() {
+  return kLawCatalogueToml;
+}
 
 std::vector<Law> parse_law_catalogue(std::string_view toml_text, const std::string& source) {
   toml::table doc;
   try {
     doc = toml::parse(toml_text, source);
   } catch (const toml::parse_error& e) {
-    throw std::invalid_argument(fmt::format("{} line {}: {}", source, e.source().begin.line,
-                                            e.description()));
+    throw std::invalid_argument(
+        fmt::format("{} line {}: {}", source, e.source().begin.line, e.description()));
   }
   const auto* laws = doc["law"].as_array();
   if (!laws) throw std::invalid_argument(fmt::format("{}: no [[law]] tables", source));
@@ -201,10 +207,10 @@ const Law& builtin_law(std::string_view name) {
     if (law.name == name) return law;
     known += (known.empty() ? "" : ", ") + law.name;
   }
-  throw std::invalid_argument(fmt::format(
-      "unknown law \"{}\"; built-in laws: {} (or pass an expression, e.g. "
-      "\"E0 + exp(a)/N^alpha + exp(b)/D^beta\")",
-      name, known));
+  throw std::invalid_argument(
+      fmt::format("unknown law \"{}\"; built-in laws: {} (or pass an expression, e.g. "
+                  "\"E0 + exp(a)/N^alpha + exp(b)/D^beta\")",
+                  name, known));
 }
 
 Law custom_law(std::string_view expression, std::string name) {

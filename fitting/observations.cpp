@@ -1,5 +1,7 @@
 // CSV import of finished runs: a small RFC 4180 reader (quoted fields, doubled quotes,
 // CRLF, newlines inside quotes) and per-row validation that names row and column.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -7,8 +9,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "fitting/fitting.h"
 
@@ -64,9 +64,8 @@ std::vector<Record> parse_csv(std::string_view text, const std::string& source) 
     }
   }
   if (in_quotes)
-    throw std::invalid_argument(
-        fmt::format("{} row {}: a quoted field is not closed; add the closing '\"'", source,
-                    rec.line));
+    throw std::invalid_argument(fmt::format(
+        "{} row {}: a quoted field is not closed; add the closing '\"'", source, rec.line));
   if (field_started || !rec.fields.empty() || !field.empty()) end_record();
   return records;
 }
@@ -111,8 +110,7 @@ double parse_value(const std::string& raw, std::string_view key, const std::stri
 
 }  // namespace
 
-std::vector<Observation> parse_observations_csv(std::string_view text,
-                                                const ColumnMapping& mapping,
+std::vector<Observation> parse_observations_csv(std::string_view text, const ColumnMapping& mapping,
                                                 const std::string& source) {
   check_mapping(mapping);
   const std::vector<Record> records = parse_csv(text, source);
@@ -125,9 +123,9 @@ std::vector<Observation> parse_observations_csv(std::string_view text,
     if (it == header.end()) {
       std::string have;
       for (const auto& h : header) have += (have.empty() ? "\"" : ", \"") + h + "\"";
-      throw std::invalid_argument(fmt::format(
-          "{}: column \"{}\" (mapped to {}) is not in the header; columns are: {}", source, name,
-          key, have));
+      throw std::invalid_argument(
+          fmt::format("{}: column \"{}\" (mapped to {}) is not in the header; columns are: {}",
+                      source, name, key, have));
     }
     index[key] = static_cast<std::size_t>(it - header.begin());
   }
@@ -136,8 +134,8 @@ std::vector<Observation> parse_observations_csv(std::string_view text,
     const Record& rec = records[r];
     const std::string where = fmt::format("{} row {}", source, rec.line);
     if (rec.fields.size() != header.size())
-      throw std::invalid_argument(fmt::format("{}: {} fields, the header has {}", where,
-                                              rec.fields.size(), header.size()));
+      throw std::invalid_argument(
+          fmt::format("{}: {} fields, the header has {}", where, rec.fields.size(), header.size()));
     auto get = [&](const std::string& key, double fallback) {
       const auto it = index.find(key);
       return it == index.end() ? fallback : parse_value(rec.fields[it->second], key, where);
@@ -168,9 +166,9 @@ std::vector<Observation> read_observations_csv(const std::string& path,
 
 std::vector<Observation> exclude_top_loss(std::vector<Observation> observations, std::size_t k) {
   if (k >= observations.size())
-    throw std::invalid_argument(fmt::format(
-        "cannot exclude the {} highest losses of {} runs: nothing would be left", k,
-        observations.size()));
+    throw std::invalid_argument(
+        fmt::format("cannot exclude the {} highest losses of {} runs: nothing would be left", k,
+                    observations.size()));
   // Stable, so runs with equal losses keep their order.
   std::vector<std::size_t> order(observations.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;

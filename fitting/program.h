@@ -2,14 +2,14 @@
 // for T = double and T = ceres::Jet<double, N>. Not part of the public API.
 #pragma once
 
+#include <ceres/jet.h>
+
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ceres/jet.h>
 
 #include "fitting/fitting.h"
 
@@ -35,9 +35,9 @@ enum class Op : uint8_t {
   sub,
   mul,
   div,
-  pow,        // x^y, general: exp(y log x)
-  pow_const,  // x^c, c a number (negative x allowed for integer c)
-  pow_column, // column^y = exp(y log column)
+  pow,         // x^y, general: exp(y log x)
+  pow_const,   // x^c, c a number (negative x allowed for integer c)
+  pow_column,  // column^y = exp(y log column)
   log,
   exp
 };

@@ -17,6 +17,7 @@
 //   prefill   t_p = max(W_all / (G BW), 2 (N_active + N_emb) b p / (G P mfu_s))   b requests
 //   throughput  X(G) = b o / (t_p + o t_d)   generated tokens per second per replica
 //   serving   $/token(G) = G * price_per_second / X(G), minimised over G = 1..max_gpus
+//             (ties, common once b hits max_batch, go to the smallest G)
 //   training  $ = C / (P mfu_t) * price_per_second      (C = 6 N_active D)
 // Attention score FLOPs and tensor-parallel communication are left out (they favour smaller
 // G slightly); the weights of all experts count toward memory, as in Yun et al.
@@ -24,12 +25,13 @@
 // budget), each E gets D(N) solving L(N, D, E) = L* and the N minimising
 // training $ (6 N D(N)) + T * serving $/token(N); the over-training ratio is
 // N_loss_optimal(L*) / N, with N_loss_optimal the N reaching L* with the least compute.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <limits>
-#include <stdexcept>
-
-#include <fmt/format.h>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "fitting/fitting.h"
 
@@ -68,10 +70,48 @@ std::pair<double, double> minimise_1d(F&& f, double lo, double hi, int scan = 40
   return fu <= best_f ? std::pair{u, fu} : std::pair{best_u, best_f};
 }
 
+// The planner's shape search takes tens of milliseconds per call, and the searches here ask
+// for thousands of sizes: sample it twice per decade of N_active and interpolate (in log) the
+// total/active ratio, embedding size and KV bytes, which also keeps costs smooth in N.
+class Footprints {
+ public:
+  explicit Footprints(const RecommendOptions& options) : options_(options) {}
+
+  Footprint at(double n, int64_t experts) {
+    const double x = std::log10(n) * kPerDecade;
+    const double k = std::floor(x), t = x - k;
+    const Footprint& a = sample(static_cast<int>(k), experts);
+    const Footprint& b = sample(static_cast<int>(k) + 1, experts);
+    auto mix = [t](double u, double v) {
+      return std::exp((1 - t) * std::log(u) + t * std::log(v));
+    };
+    Footprint f = a;
+    f.n_active = n;
+    f.n_total = n * mix(a.n_total / a.n_active, b.n_total / b.n_active);
+    f.n_embedding = mix(a.n_embedding, b.n_embedding);
+    f.kv_bytes_per_token = mix(a.kv_bytes_per_token, b.kv_bytes_per_token);
+    return f;
+  }
+
+ private:
+  static constexpr double kPerDecade = 2;
+  const Footprint& sample(int k, int64_t experts) {
+    const auto key = std::pair{experts, k};
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+      const double n = std::pow(10.0, k / kPerDecade);
+      it = cache_.emplace(key, footprint(n, experts, options_.top_k, options_.shape)).first;
+    }
+    return it->second;
+  }
+  const RecommendOptions& options_;
+  std::map<std::pair<int64_t, int>, Footprint> cache_;
+};
+
 class LossModel {
  public:
   LossModel(const FitResult& fit, const RecommendOptions& options)
-      : expr_(fit.compiled()), x_(fit.fitted_vector()), options_(options) {
+      : expr_(fit.compiled()), x_(fit.fitted_vector()), options_(options), footprints_(options) {
     if (!(expr_.uses("N") || expr_.uses("NT")) || !(expr_.uses("D") || expr_.uses("C")))
       throw std::invalid_argument(fmt::format(
           "law \"{}\" does not depend on both parameters (N) and tokens (D or C), so it cannot "
@@ -81,8 +121,9 @@ class LossModel {
   }
 
   double n_total(double n, int64_t experts) const {
-    return uses_total_ ? footprint(n, experts, options_.top_k, options_.shape).n_total : n;
+    return uses_total_ ? footprints_.at(n, experts).n_total : n;
   }
+  Footprint footprint_at(double n, int64_t experts) const { return footprints_.at(n, experts); }
 
   double loss(double n, double d, int64_t experts) const {
     return loss(n, d, experts, n_total(n, experts));
@@ -117,6 +158,7 @@ class LossModel {
   Expression expr_;
   std::vector<double> x_;
   const RecommendOptions& options_;
+  mutable Footprints footprints_;
   bool uses_total_ = false;
 };
 
@@ -146,15 +188,36 @@ void check_options(const RecommendOptions& o) {
   }
 }
 
-Choice describe(double n, double d, double loss, int64_t experts, const RecommendOptions& o) {
+Choice describe(const LossModel& model, double n, double d, double loss, int64_t experts) {
   Choice c;
   c.experts = experts;
   c.n_active = n;
-  c.n_total = footprint(n, experts, o.top_k, o.shape).n_total;
+  c.n_total = model.footprint_at(n, experts).n_total;
   c.tokens = d;
   c.compute = training_compute(n, d);
   c.loss = loss;
   return c;
+}
+
+Choice loss_optimal(const LossModel& model, const FitResult& fit, double budget, int64_t experts,
+                    const RecommendOptions& o) {
+  // D >= 1 token caps N at C / 6.
+  const double hi = std::log(std::min(o.max_params, budget / 6));
+  const double lo = std::log(o.min_params);
+  if (!(hi > lo))
+    throw std::invalid_argument(
+        fmt::format("budget {:g} FLOP is too small for models of {:g} parameters or more", budget,
+                    o.min_params));
+  auto f = [&](double u) {
+    const double n = std::exp(u);
+    return model.loss(n, tokens_for_compute(budget, n), experts);
+  };
+  const auto [u, loss] = minimise_1d(f, lo, hi);
+  if (!std::isfinite(loss))
+    throw std::runtime_error(fmt::format(
+        "law \"{}\" gives no finite loss for E = {} at budget {:g}", fit.law, experts, budget));
+  const double n = std::exp(u);
+  return describe(model, n, tokens_for_compute(budget, n), loss, experts);
 }
 
 Choice cost_optimal_choice(const LossModel& model, int64_t experts, double target,
@@ -165,28 +228,32 @@ Choice cost_optimal_choice(const LossModel& model, int64_t experts, double targe
     const double n = std::exp(u);
     return training_compute(n, model.tokens_for_loss(n, experts, target));
   };
-  auto serving_at = [&](double n) {
-    return serving_cost(footprint(n, experts, o.top_k, o.shape), demand);
-  };
+  auto serving_at = [&](double n) { return serving_cost(model.footprint_at(n, experts), demand); };
   auto total_at = [&](double u) {
     const double c = compute_at(u);
     if (!std::isfinite(c)) return kInf;
     const ServingCost s = serving_at(std::exp(u));
     if (!s.feasible) return kInf;
-    return training_cost_usd(c, demand.hardware) +
-           demand.tokens * s.usd_per_million_tokens / 1e6;
+    return training_cost_usd(c, demand.hardware) + demand.tokens * s.usd_per_million_tokens / 1e6;
   };
   Choice c;
   c.experts = experts;
   c.loss = target;
   const auto [u_opt, c_opt] = minimise_1d(compute_at, lo, hi);
-  const auto [u, total] = minimise_1d(total_at, lo, hi);
-  if (!std::isfinite(c_opt) || !std::isfinite(total)) {
+  if (!std::isfinite(c_opt)) {
+    c.feasible = false;
+    return c;
+  }
+  // Serving cost grows with N and training cost grows away from u_opt, so the cheapest N lies
+  // below u_opt; its upper margin only absorbs the steps in G.
+  const auto [u, total] = minimise_1d(total_at, std::max(lo, u_opt - std::log(1e6)),
+                                      std::min(hi, u_opt + std::log(2.0)));
+  if (!std::isfinite(total)) {
     c.feasible = false;
     return c;
   }
   const double n = std::exp(u);
-  c = describe(n, model.tokens_for_loss(n, experts, target), target, experts, o);
+  c = describe(model, n, model.tokens_for_loss(n, experts, target), target, experts);
   c.loss_optimal_n_active = std::exp(u_opt);
   c.overtrain_ratio = c.loss_optimal_n_active / n;
   c.serving = serving_at(n);
@@ -197,9 +264,8 @@ Choice cost_optimal_choice(const LossModel& model, int64_t experts, double targe
 }
 
 nlohmann::json choice_json(const Choice& c, bool costs) {
-  nlohmann::json j = {{"experts", c.experts},   {"feasible", c.feasible},
-                      {"n_active", c.n_active}, {"n_total", c.n_total},
-                      {"tokens", c.tokens},     {"compute", c.compute},
+  nlohmann::json j = {{"experts", c.experts}, {"feasible", c.feasible}, {"n_active", c.n_active},
+                      {"n_total", c.n_total}, {"tokens", c.tokens},     {"compute", c.compute},
                       {"loss", c.loss}};
   if (costs) {
     j["loss_optimal_n_active"] = c.loss_optimal_n_active;
@@ -312,12 +378,14 @@ ServingCost serving_cost(const Footprint& m, const ServingDemand& d) {
     if (!(fit >= 1)) continue;
     const double b = std::min(static_cast<double>(d.max_batch), fit);
     const double touched = moe ? 1 - std::pow(1 - m.top_k / m.experts, b) : 1;
-    const double step_bytes = 2 * (n_always + touched * n_expert) + b * m.kv_bytes_per_token * (p + o / 2);
+    const double step_bytes =
+        2 * (n_always + touched * n_expert) + b * m.kv_bytes_per_token * (p + o / 2);
     const double t_decode = std::max(step_bytes / (g * bw), flop_per_token * b / (g * flops));
     const double t_prefill = std::max(weights / (g * bw), flop_per_token * b * p / (g * flops));
     const double throughput = b * o / (t_prefill + o * t_decode);
     const double usd = g * hw.usd_per_hour / 3600 / throughput * 1e6;
-    if (usd < best_usd) {
+    // Once the batch is capped, ideal scaling makes the cost flat in G: keep the fewest GPUs.
+    if (usd < best_usd * (1 - 1e-9)) {
       best_usd = usd;
       best.feasible = true;
       best.gpus = g;
@@ -341,32 +409,17 @@ Choice loss_optimal_choice(const FitResult& fit, double budget, int64_t experts,
   o.experts = {experts};
   check_options(o);
   const LossModel model(fit, o);
-  // D >= 1 token caps N at C / 6.
-  const double hi = std::log(std::min(o.max_params, budget / 6));
-  const double lo = std::log(o.min_params);
-  if (!(hi > lo))
-    throw std::invalid_argument(fmt::format(
-        "budget {:g} FLOP is too small for models of {:g} parameters or more", budget,
-        o.min_params));
-  auto f = [&](double u) {
-    const double n = std::exp(u);
-    return model.loss(n, tokens_for_compute(budget, n), experts);
-  };
-  const auto [u, loss] = minimise_1d(f, lo, hi);
-  if (!std::isfinite(loss))
-    throw std::runtime_error(fmt::format(
-        "law \"{}\" gives no finite loss for E = {} at budget {:g}", fit.law, experts, budget));
-  const double n = std::exp(u);
-  return describe(n, tokens_for_compute(budget, n), loss, experts, o);
+  return loss_optimal(model, fit, budget, experts, o);
 }
 
 Recommendation recommend(const FitResult& fit, const RecommendOptions& options) {
   check_options(options);
+  const LossModel model(fit, options);
   Recommendation r;
   r.law = fit.law;
   r.budget = options.budget;
   for (auto e : options.experts) {
-    r.loss_optimal.push_back(loss_optimal_choice(fit, options.budget, e, options));
+    r.loss_optimal.push_back(loss_optimal(model, fit, options.budget, e, options));
     if (r.loss_optimal.back().loss < r.loss_optimal[r.best_loss].loss)
       r.best_loss = r.loss_optimal.size() - 1;
   }
@@ -374,7 +427,6 @@ Recommendation recommend(const FitResult& fit, const RecommendOptions& options) 
   r.inference_aware = true;
   r.serving = options.serving;
   r.target_loss = options.target_loss.value_or(r.loss_optimal[r.best_loss].loss);
-  const LossModel model(fit, options);
   bool any = false;
   for (auto e : options.experts) {
     r.cost_optimal.push_back(cost_optimal_choice(model, e, r.target_loss, options));

@@ -7,6 +7,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -46,14 +48,17 @@ struct Rng {
   uint64_t below(uint64_t n) { return next() % n; }
 };
 
-uint64_t mix(uint64_t a, uint64_t b) { return Rng(a * 0x2545f4914f6cdd1dull ^ b).next(); }
+uint64_t mix(uint64_t a, uint64_t b) {
+  return Rng(a * 0x2545f4914f6cdd1dull ^ b).next();
+}
 
 // Writes through a temporary name and renames, so readers never see half a file.
 void write_atomically(const fs::path& path, const void* data, size_t bytes) {
   const fs::path tmp = path.string() + fmt::format(".tmp{}", ::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(fmt::format("cannot write {}: check the folder", tmp.string()));
+    if (!out)
+      throw std::runtime_error(fmt::format("cannot write {}: check the folder", tmp.string()));
     out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
     out.flush();
     if (!out) throw std::runtime_error(fmt::format("writing {} failed (disk full?)", tmp.string()));
@@ -80,7 +85,8 @@ std::string gunzip_file(const char* path) {
   std::string out;
   std::vector<char> buf(1 << 20);
   int n;
-  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0) out.append(buf.data(), n);
+  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0)
+    out.append(buf.data(), n);
   const bool failed = n < 0;
   gzclose(f);
   if (failed) throw std::runtime_error(fmt::format("{} is corrupt: reinstall dict-gcide", path));
@@ -103,7 +109,8 @@ int64_t dictd_number(std::string_view s) {
 // Entry spans (offset, length) in file order, without dictd's 00-database headers.
 std::vector<std::pair<int64_t, int64_t>> gcide_entries() {
   std::ifstream in(kGcideIndexPath);
-  if (!in) throw std::runtime_error(fmt::format("cannot read {}: reinstall dict-gcide", kGcideIndexPath));
+  if (!in)
+    throw std::runtime_error(fmt::format("cannot read {}: reinstall dict-gcide", kGcideIndexPath));
   std::map<int64_t, int64_t> spans;
   std::string line;
   while (std::getline(in, line)) {
@@ -162,8 +169,7 @@ void append_clean_entry(std::string_view e, std::string& out) {
   if (!out.empty() && out.back() != '\n') out.push_back('\n');
 }
 
-std::string gcide_text(int64_t max_bytes,
-                       const std::function<void(std::string_view)>& progress) {
+std::string gcide_text(int64_t max_bytes, const std::function<void(std::string_view)>& progress) {
   if (!fs::exists(kGcidePath))
     throw std::runtime_error(fmt::format(
         "{} not found: install dict-gcide (scripts/setup.sh does), or use --source file:PATH",
@@ -216,18 +222,18 @@ std::vector<uint16_t> read_token_file(const fs::path& path) {
   if (bytes.size() >= kLlmcHeaderBytes) std::memcpy(header, bytes.data(), sizeof(header));
   if (header[0] == kLlmcMagic) {
     if (header[1] != 1)
-      throw std::runtime_error(fmt::format(
-          "{}: llm.c version {} is not supported (only version 1, uint16 tokens)", path.string(),
-          header[1]));
+      throw std::runtime_error(
+          fmt::format("{}: llm.c version {} is not supported (only version 1, uint16 tokens)",
+                      path.string(), header[1]));
     begin = kLlmcHeaderBytes;
     count = static_cast<size_t>(header[2]);
     if (header[2] < 0 || begin + count * 2 > bytes.size())
       throw std::runtime_error(fmt::format("{}: header says {} tokens but the file is shorter",
                                            path.string(), header[2]));
   } else if (bytes.size() % 2 != 0) {
-    throw std::runtime_error(fmt::format(
-        "{}: neither a llm.c shard (magic {}) nor raw uint16 tokens (odd size)", path.string(),
-        kLlmcMagic));
+    throw std::runtime_error(
+        fmt::format("{}: neither a llm.c shard (magic {}) nor raw uint16 tokens (odd size)",
+                    path.string(), kLlmcMagic));
   }
   std::vector<uint16_t> tokens(count);
   std::memcpy(tokens.data(), bytes.data() + begin, count * 2);
@@ -253,7 +259,8 @@ Stream llmc_stream(const fs::path& root, int64_t max_tokens) {
   }
   if (s.train.empty())
     throw std::runtime_error(fmt::format("llmc: {} holds no training .bin tokens", root.string()));
-  if (max_tokens > 0 && static_cast<int64_t>(s.train.size()) > max_tokens) s.train.resize(max_tokens);
+  if (max_tokens > 0 && static_cast<int64_t>(s.train.size()) > max_tokens)
+    s.train.resize(max_tokens);
   uint16_t top = 0;
   for (auto t : s.train) top = std::max(top, t);
   for (auto t : s.val) top = std::max(top, t);
@@ -303,7 +310,8 @@ void check_markov(const MarkovOptions& o) {
   if (o.vocab < 2 || o.vocab > 65536)
     throw std::invalid_argument("markov vocab must be between 2 and 65536");
   if (o.branching < 1 || o.branching > o.vocab)
-    throw std::invalid_argument(fmt::format("markov branching must be between 1 and vocab = {}", o.vocab));
+    throw std::invalid_argument(
+        fmt::format("markov branching must be between 1 and vocab = {}", o.vocab));
   if (std::pow(static_cast<double>(o.vocab), static_cast<double>(o.order)) > 4e6)
     throw std::invalid_argument("markov vocab^order exceeds 4e6 contexts: lower order or vocab");
   if (o.tokens < 2) throw std::invalid_argument("markov tokens must be at least 2");
@@ -332,18 +340,24 @@ MarkovOptions parse_markov_inline(std::string_view spec, MarkovOptions o) {
     const auto item = spec.substr(pos, end - pos);
     const auto eq = item.find('=');
     if (eq == std::string_view::npos)
-      throw std::invalid_argument(fmt::format("synthetic:markov option '{}' is not key=value", item));
+      throw std::invalid_argument(
+          fmt::format("synthetic:markov option '{}' is not key=value", item));
     const auto key = item.substr(0, eq);
     int64_t value = 0;
     try {
       value = std::stoll(std::string(item.substr(eq + 1)));
     } catch (const std::exception&) {
-      throw std::invalid_argument(fmt::format("synthetic:markov option '{}' needs an integer", item));
+      throw std::invalid_argument(
+          fmt::format("synthetic:markov option '{}' needs an integer", item));
     }
-    if (key == "order") o.order = value;
-    else if (key == "vocab") o.vocab = value;
-    else if (key == "branching") o.branching = value;
-    else if (key == "tokens") o.tokens = value;
+    if (key == "order")
+      o.order = value;
+    else if (key == "vocab")
+      o.vocab = value;
+    else if (key == "branching")
+      o.branching = value;
+    else if (key == "tokens")
+      o.tokens = value;
     else
       throw std::invalid_argument(fmt::format(
           "unknown synthetic:markov option '{}'; use order, vocab, branching, tokens", key));
@@ -352,7 +366,8 @@ MarkovOptions parse_markov_inline(std::string_view spec, MarkovOptions o) {
   return o;
 }
 
-Stream load_source(const DataPrepareOptions& o, const std::function<void(std::string_view)>& progress) {
+Stream load_source(const DataPrepareOptions& o,
+                   const std::function<void(std::string_view)>& progress) {
   const std::string& src = o.source;
   if (src == "gcide") {
     Stream s = byte_stream(gcide_text(o.max_tokens, progress));
@@ -361,8 +376,9 @@ Stream load_source(const DataPrepareOptions& o, const std::function<void(std::st
   if (src.starts_with("file:")) return byte_stream(text_files(src.substr(5), o.max_tokens));
   if (src.starts_with("llmc:")) return llmc_stream(src.substr(5), o.max_tokens);
   if (src == "synthetic:markov" || src.starts_with("synthetic:markov:")) {
-    const MarkovOptions m =
-        src.size() > 17 ? parse_markov_inline(std::string_view(src).substr(17), o.markov) : o.markov;
+    const MarkovOptions m = src.size() > 17
+                                ? parse_markov_inline(std::string_view(src).substr(17), o.markov)
+                                : o.markov;
     check_markov(m);
     if (progress) progress(fmt::format("sampling {} tokens from a random Markov chain", m.tokens));
     return markov_stream(m, o.seed);
@@ -484,8 +500,12 @@ DataSummary prepare_data(const DataPrepareOptions& o,
   const std::string text = meta.dump(2) + "\n";
   write_atomically(dir / "meta.json", text.data(), text.size());  // last: marks the set complete
 
-  DataSummary out{dir.string(), o.source, s.tokenizer, s.vocab,
-                  static_cast<int64_t>(s.train.size()), static_cast<int64_t>(s.val.size()),
+  DataSummary out{dir.string(),
+                  o.source,
+                  s.tokenizer,
+                  s.vocab,
+                  static_cast<int64_t>(s.train.size()),
+                  static_cast<int64_t>(s.val.size()),
                   s.entropy};
   return out;
 }
@@ -539,8 +559,8 @@ TokenFile::TokenFile(const std::string& path) : path_(path) {
     if (header[1] != 1 || header[2] < 0 ||
         kLlmcHeaderBytes + static_cast<size_t>(header[2]) * 2 > map_bytes_) {
       ::munmap(map_, map_bytes_);  // the destructor does not run when a constructor throws
-      throw std::runtime_error(fmt::format("{}: bad llm.c header (version {}, {} tokens)", path,
-                                           header[1], header[2]));
+      throw std::runtime_error(
+          fmt::format("{}: bad llm.c header (version {}, {} tokens)", path, header[1], header[2]));
     }
     tokens_ = reinterpret_cast<const uint16_t*>(bytes + kLlmcHeaderBytes);
     count_ = header[2];

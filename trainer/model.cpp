@@ -96,8 +96,8 @@ MoeFfnImpl::MoeFfnImpl(const ModelShape& s, uint64_t seed) : shape_(s) {
   }
 }
 
-Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens,
-                          torch::Tensor& state, torch::nn::GRUCell& gru) {
+Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens, torch::Tensor& state,
+                          torch::nn::GRUCell& gru) {
   const int64_t k = shape_.top_k;
   switch (shape_.router) {
     case Router::topk: return route_top_k(gate(x), k);
@@ -207,7 +207,8 @@ MoeTransformerImpl::MoeTransformerImpl(const ModelShape& shape, uint64_t seed)
 ForwardOutput MoeTransformerImpl::forward(const torch::Tensor& tokens) {
   const int64_t t = tokens.size(1);
   if (t > shape_.seq_len)
-    throw std::invalid_argument(fmt::format("sequence of {} exceeds seq_len {}", t, shape_.seq_len));
+    throw std::invalid_argument(
+        fmt::format("sequence of {} exceeds seq_len {}", t, shape_.seq_len));
   const auto cos = rope_cos.narrow(0, 0, t), sin = rope_sin.narrow(0, 0, t);
   auto x = embed(tokens);
   torch::Tensor state;  // the RMoE routing state, h_0 = 0, created by the first MoE layer
@@ -240,6 +241,44 @@ std::vector<std::vector<double>> MoeTransformerImpl::expert_load() const {
   std::vector<std::vector<double>> out;
   for (const auto& m : moe_layers()) out.push_back(m->last_load);
   return out;
+}
+
+// ---- optimizer -----------------------------------------------------------------
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  TORCH_CHECK(!closure, "FusedAdamW takes no closure");
+  torch::NoGradGuard no_grad;
+  for (auto& group : param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    std::vector<torch::Tensor> params, grads, avgs, squares, steps;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& s = param_state(p);
+      s.step(s.step() + 1);
+      params.push_back(p);
+      grads.push_back(p.grad());
+      avgs.push_back(s.exp_avg());
+      squares.push_back(s.exp_avg_sq());
+      // The kernel reads the step count (for bias correction) from a tensor.
+      steps.push_back(torch::full({}, static_cast<double>(s.step()), p.options()));
+    }
+    if (params.empty()) continue;
+    at::_fused_adamw_(params, grads, avgs, squares, {}, steps, o.lr(), std::get<0>(o.betas()),
+                      std::get<1>(o.betas()), o.weight_decay(), o.eps(), /*amsgrad=*/false,
+                      /*maximize=*/false);
+  }
+  return {};
+}
+
+torch::optim::AdamWParamState& FusedAdamW::param_state(const torch::Tensor& p) {
+  auto& slot = state()[p.unsafeGetTensorImpl()];
+  if (!slot) {
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    slot = std::move(s);
+  }
+  return static_cast<torch::optim::AdamWParamState&>(*slot);
 }
 
 }  // namespace moescale

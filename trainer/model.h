@@ -3,9 +3,9 @@
 // attention, SwiGLU FFN; every moe_every-th FFN is a dropless MoE layer.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <vector>
+
+#include <torch/torch.h>
 
 #include "planner/planner.h"
 
@@ -97,5 +97,17 @@ class MoeTransformerImpl : public torch::nn::Module {
   ModelShape shape_;
 };
 TORCH_MODULE(MoeTransformer);
+
+// AdamW whose update is one fused kernel per parameter group (at::_fused_adamw_)
+// instead of about ten elementwise passes per parameter. Its state lives in AdamW's
+// own map, so AdamW's save/load (the checkpoints) apply unchanged.
+class FusedAdamW : public torch::optim::AdamW {
+ public:
+  using AdamW::AdamW;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+ private:
+  torch::optim::AdamWParamState& param_state(const torch::Tensor& p);
+};
 
 }  // namespace moescale

@@ -17,9 +17,9 @@ namespace moescale {
 // ---- data ------------------------------------------------------------------
 
 struct MarkovOptions {
-  int64_t order = 1;        // tokens of context that determine the next one
-  int64_t vocab = 16;       // distinct tokens
-  int64_t branching = 3;    // successors per context (sparsity)
+  int64_t order = 1;      // tokens of context that determine the next one
+  int64_t vocab = 16;     // distinct tokens
+  int64_t branching = 3;  // successors per context (sparsity)
   int64_t tokens = 2'000'000;
 };
 
@@ -130,8 +130,8 @@ enum class TrainOutcome { done, diverged, interrupted };
 std::string to_string(TrainOutcome outcome);
 
 struct TrainOptions {
-  std::string device = "auto";  // auto | cpu | cuda | cuda:N
-  std::string checkpoint_dir;   // empty: no checkpoints, no resume
+  std::string device = "auto";              // auto | cpu | cuda | cuda:N
+  std::string checkpoint_dir;               // empty: no checkpoints, no resume
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
   int threads = 0;                          // 0: all cores
 };

@@ -1,10 +1,10 @@
 // Law expressions: grammar, error positions, definitions, Jet derivatives, the catalogue.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "fitting/fitting.h"
 
@@ -52,10 +52,16 @@ TEST(Expression, ColumnsParamsAndFunctions) {
   const Expression e = Expression::parse("exp(e) + exp(a)/N^alpha + C/(6*N*D) + log(E*K*G*NT)");
   EXPECT_THAT(e.params(), ElementsAre("e", "a", "alpha"));
   EXPECT_THAT(e.columns(), ElementsAre("N", "NT", "D", "E", "K", "G", "C"));
-  Observation x{.n_active = 100, .n_total = 400, .tokens = 50, .experts = 4, .top_k = 2,
-                .granularity = 3, .loss = 1, .where = ""};
-  const double want = std::exp(0.5) + std::exp(2.0) / std::pow(100.0, 0.3) + 1 +
-                      std::log(4.0 * 2 * 3 * 400);
+  Observation x{.n_active = 100,
+                .n_total = 400,
+                .tokens = 50,
+                .experts = 4,
+                .top_k = 2,
+                .granularity = 3,
+                .loss = 1,
+                .where = ""};
+  const double want =
+      std::exp(0.5) + std::exp(2.0) / std::pow(100.0, 0.3) + 1 + std::log(4.0 * 2 * 3 * 400);
   EXPECT_NEAR(e.evaluate(std::vector<double>{0.5, 2, 0.3}, x), want, 1e-12);
   EXPECT_TRUE(e.uses("D"));
   EXPECT_FALSE(Expression::parse("a/N").uses("D"));
@@ -68,7 +74,8 @@ TEST(Expression, ErrorsNameProblemAndColumn) {
   EXPECT_EQ(error_of("a b"), "law \"a b\": unexpected 'b' at column 3");
   EXPECT_EQ(error_of("(a))"), "law \"(a))\": unexpected ')' at column 4");
   EXPECT_EQ(error_of("a +"), "law \"a +\": expected an expression at column 4");
-  EXPECT_THAT(error_of("sqrt(a)"), HasSubstr("unknown function 'sqrt' (known: log, exp) at column 1"));
+  EXPECT_THAT(error_of("sqrt(a)"),
+              HasSubstr("unknown function 'sqrt' (known: log, exp) at column 1"));
   EXPECT_THAT(error_of("1 + log a"), HasSubstr("expected '(' after 'log' at column 5"));
   EXPECT_THAT(error_of("2E"), HasSubstr("unexpected 'E' at column 2"));
   EXPECT_THAT(error_of("  "), HasSubstr("is empty"));
@@ -110,8 +117,14 @@ void expect_gradient_matches(const Expression& e, const std::vector<double>& p,
 }
 
 TEST(Expression, JetDerivativesEqualFiniteDifferences) {
-  const Observation x{.n_active = 3e8, .n_total = 2e9, .tokens = 6e9, .experts = 8, .top_k = 2,
-                      .granularity = 4, .loss = 3, .where = ""};
+  const Observation x{.n_active = 3e8,
+                      .n_total = 2e9,
+                      .tokens = 6e9,
+                      .experts = 8,
+                      .top_k = 2,
+                      .granularity = 4,
+                      .loss = 3,
+                      .where = ""};
   expect_gradient_matches(Expression::parse("(a*N/1e8)^2 / (b + D/1e9)^c + log(a)*exp(-b) - a^3"),
                           {1.5, 0.7, 0.4}, x);
   for (const Law& law : builtin_laws()) {
@@ -160,8 +173,8 @@ TEST(Catalogue, BadCatalogueEntriesAreRejected) {
       ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("not a parameter")));
   EXPECT_THAT(
       [] {
-        parse_law_catalogue(
-            "[[law]]\nname = \"x\"\nexpression = \"a/N\"\nreport = [\"A = a*N\"]\n", "laws.toml");
+        parse_law_catalogue("[[law]]\nname = \"x\"\nexpression = \"a/N\"\nreport = [\"A = a*N\"]\n",
+                            "laws.toml");
       },
       ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("uses data columns")));
 }

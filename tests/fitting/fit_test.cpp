@@ -1,10 +1,10 @@
 // Fitting: the Besiroglu et al. reference result, recovery of known parameters, bootstrap,
 // holdout, errors, JSON round trip.
-#include <cmath>
-#include <random>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
 
 #include "fitting/fitting.h"
 
@@ -14,9 +14,9 @@ namespace {
 using ::testing::HasSubstr;
 
 std::vector<Observation> chinchilla_points() {
-  const auto all = read_observations_csv(
-      MOESCALE_SHARED_DIR "/data/chinchilla_epoch_svg_extracted.csv",
-      {{"N", "Model Size"}, {"C", "Training FLOP"}, {"loss", "loss"}});
+  const auto all =
+      read_observations_csv(MOESCALE_SHARED_DIR "/data/chinchilla_epoch_svg_extracted.csv",
+                            {{"N", "Model Size"}, {"C", "Training FLOP"}, {"loss", "loss"}});
   return exclude_top_loss(all, 5);
 }
 
@@ -66,6 +66,10 @@ TEST(Fit, ChinchillaReferenceWithBootstrap) {
   EXPECT_EQ(back.fitted, r.fitted);
   EXPECT_DOUBLE_EQ(back.objective, r.objective);
   EXPECT_DOUBLE_EQ(back.intervals.at("beta").hi, r.intervals.at("beta").hi);
+  ASSERT_EQ(r.bootstrap_samples.size(), 40u);
+  EXPECT_EQ(back.bootstrap_samples, r.bootstrap_samples);
+  EXPECT_EQ(r.bootstrap_samples[0].size(), 5u);
+  EXPECT_NE(r.bootstrap_samples[0].at("alpha"), r.bootstrap_samples[1].at("alpha"));
   EXPECT_DOUBLE_EQ(back.predict(obs[0]), r.predict(obs[0]));
 }
 
@@ -160,8 +164,12 @@ TEST(Fit, RecoversKrajewski2024) {
   for (double n : {1e8, 3e8, 1e9, 3e9, 1e10})
     for (double dd : {1e9, 4e9, 1.6e10, 6.4e10, 2.56e11})
       for (double gr : {1, 2, 4, 8, 16})
-        points.push_back({.n_active = n / 8, .n_total = n, .tokens = dd, .granularity = gr,
-                          .loss = 0, .where = ""});
+        points.push_back({.n_active = n / 8,
+                          .n_total = n,
+                          .tokens = dd,
+                          .granularity = gr,
+                          .loss = 0,
+                          .where = ""});
   const Synthetic s = synthesize(points, truth, 0.002);
   const FitResult r = fit_law(builtin_law("krajewski2024"), s.obs);
   expect_rel(r.params.at("gamma"), gamma, 0.1, "gamma");
@@ -175,8 +183,8 @@ TEST(Fit, Errors) {
   for (int i = 1; i <= 5; ++i)
     few.push_back({.n_active = 1e6 * i, .tokens = 1e9, .loss = 3.0 / i, .where = ""});
   EXPECT_THAT([&] { fit_law(builtin_law("chinchilla"), few); },
-              ::testing::ThrowsMessage<std::invalid_argument>(
-                  HasSubstr("has 5 parameters but the data has only 5 points; it needs at least 6")));
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr(
+                  "has 5 parameters but the data has only 5 points; it needs at least 6")));
   few[2].loss = -1;
   few[2].where = "runs.csv row 4";
   EXPECT_THAT([&] { fit_law(custom_law("a/N"), few); },

@@ -1,8 +1,8 @@
 // CSV import: quoting, column mapping, per-row validation (all or nothing).
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "fitting/fitting.h"
 
@@ -42,7 +42,8 @@ TEST(Csv, QuotedFieldsAndComputeMapping) {
 TEST(Csv, AllColumnsMapped) {
   const std::string csv = "n,nt,d,e,k,g,l\n1,8,3,8,2,4,2.5\n";
   const auto obs = parse_observations_csv(
-      csv, {{"N", "n"}, {"NT", "nt"}, {"D", "d"}, {"E", "e"}, {"K", "k"}, {"G", "g"}, {"loss", "l"}},
+      csv,
+      {{"N", "n"}, {"NT", "nt"}, {"D", "d"}, {"E", "e"}, {"K", "k"}, {"G", "g"}, {"loss", "l"}},
       "x.csv");
   ASSERT_EQ(obs.size(), 1u);
   EXPECT_DOUBLE_EQ(obs[0].n_total, 8);
@@ -101,7 +102,8 @@ TEST(Csv, ReferenceFileAndExcludeTopLoss) {
 }
 
 TEST(Observations, ValidationNamesThePoint) {
-  std::vector<Observation> obs(3, Observation{.n_active = 1e6, .tokens = 1e8, .loss = 3, .where = ""});
+  std::vector<Observation> obs(3,
+                               Observation{.n_active = 1e6, .tokens = 1e8, .loss = 3, .where = ""});
   obs[1].tokens = std::numeric_limits<double>::infinity();
   EXPECT_THAT([&] { validate_observations(obs); },
               ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("point 2: D is inf")));

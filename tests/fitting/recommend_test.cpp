@@ -1,8 +1,8 @@
 // The recommender: closed-form Chinchilla optimum and the inference cost model.
-#include <cmath>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "fitting/fitting.h"
 
@@ -81,11 +81,15 @@ TEST(Recommend, MoreExpertsLowerLossAtBudget) {
 TEST(Recommend, RejectsLawsWithoutTokens) {
   RecommendOptions o;
   o.budget = 1e21;
-  EXPECT_THAT([&] {
-    recommend(fitted("clark2022", {{"a", -0.1}, {"b", -0.1}, {"c", 0.01}, {"d", 2},
-                                   {"E_start", 2}, {"E_max", 100}}),
-              o);
-  }, ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("does not depend on both")));
+  EXPECT_THAT(
+      [&] {
+        recommend(
+            fitted(
+                "clark2022",
+                {{"a", -0.1}, {"b", -0.1}, {"c", 0.01}, {"d", 2}, {"E_start", 2}, {"E_max", 100}}),
+            o);
+      },
+      ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("does not depend on both")));
   o.budget = -1;
   EXPECT_THROW(recommend(chinchilla(), o), std::invalid_argument);
 }

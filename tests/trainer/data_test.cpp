@@ -1,5 +1,6 @@
 // Token data: preparing sources, the Markov chain's entropy, and reading back.
 #include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -21,8 +22,8 @@ namespace fs = std::filesystem;
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() /
-            fmt::format("moescale-data-test-{}-{}", ::getpid(), counter_++);
+    path_ =
+        fs::temp_directory_path() / fmt::format("moescale-data-test-{}-{}", ::getpid(), counter_++);
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -41,7 +42,8 @@ std::string read_bytes(const fs::path& p) {
 }
 
 void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 std::vector<uint16_t> read_tokens(const fs::path& p) {
@@ -61,9 +63,11 @@ std::string llmc_file(const std::vector<uint16_t>& tokens, int32_t version = 1) 
   return bytes;
 }
 
-nlohmann::json read_meta(const TempDir& d) { return nlohmann::json::parse(read_bytes(d.path() / "meta.json")); }
+nlohmann::json read_meta(const TempDir& d) {
+  return nlohmann::json::parse(read_bytes(d.path() / "meta.json"));
+}
 
-TEST(MarkovChain, EntropyRateMatchesHandComputedTwoStateChain) {
+TEST(TrainerMarkovChain, EntropyRateMatchesHandComputedTwoStateChain) {
   // P = [[0.9, 0.1], [0.5, 0.5]]: stationary pi = (5/6, 1/6).
   MarkovChain c{1, 2, 2, {0, 1, 0, 1}, {0.9, 0.1, 0.5, 0.5}};
   const double h0 = -(0.9 * std::log(0.9) + 0.1 * std::log(0.1));
@@ -71,7 +75,7 @@ TEST(MarkovChain, EntropyRateMatchesHandComputedTwoStateChain) {
   EXPECT_NEAR(entropy_rate(c), expected, 1e-10);
 }
 
-TEST(MarkovChain, EntropyRateOfSecondOrderChainUsesPairContexts) {
+TEST(TrainerMarkovChain, EntropyRateOfSecondOrderChainUsesPairContexts) {
   // Order 2 over {0,1}, contexts (0,0),(0,1),(1,0),(1,1) = 0..3: (1,1) always emits 0,
   // the others are fair coins. On pairs: pi0 = .5pi0 + .5pi2, pi1 = .5pi0 + .5pi2,
   // pi2 = .5pi1 + pi3, pi3 = .5pi1, so pi = (2,2,2,1)/7 and H = 6/7 ln 2.
@@ -79,7 +83,7 @@ TEST(MarkovChain, EntropyRateOfSecondOrderChainUsesPairContexts) {
   EXPECT_NEAR(entropy_rate(c), 6.0 / 7.0 * std::log(2.0), 1e-10);
 }
 
-TEST(MarkovChain, SampleEmpiricalEntropyMatchesExactRate) {
+TEST(TrainerMarkovChain, SampleEmpiricalEntropyMatchesExactRate) {
   const MarkovOptions o{2, 6, 3, 400000};
   const MarkovChain c = make_markov_chain(o, 7);
   const auto tokens = sample_markov(c, o.tokens, 11);
@@ -95,13 +99,13 @@ TEST(MarkovChain, SampleEmpiricalEntropyMatchesExactRate) {
   EXPECT_EQ(counts.size(), 36u) << "the embedded de Bruijn cycle makes every context reachable";
 }
 
-TEST(MarkovChain, RejectsBadOptions) {
+TEST(TrainerMarkovChain, RejectsBadOptions) {
   EXPECT_THROW(make_markov_chain({1, 4, 5, 100}, 1), std::invalid_argument);
   EXPECT_THROW(make_markov_chain({0, 4, 2, 100}, 1), std::invalid_argument);
   EXPECT_THROW(make_markov_chain({8, 256, 2, 100}, 1), std::invalid_argument);
 }
 
-TEST(PrepareData, MarkovWritesTokensAndExactEntropy) {
+TEST(TrainerPrepareData, MarkovWritesTokensAndExactEntropy) {
   TempDir d;
   DataPrepareOptions o;
   o.source = "synthetic:markov:order=1,vocab=8,branching=2,tokens=10000";
@@ -124,7 +128,7 @@ TEST(PrepareData, MarkovWritesTokensAndExactEntropy) {
   EXPECT_FALSE(fs::exists(d.path() / "train.bin.tmp"));
 }
 
-TEST(PrepareData, MarkovFlagsAndInlineFormAgree) {
+TEST(TrainerPrepareData, MarkovFlagsAndInlineFormAgree) {
   TempDir a, b;
   DataPrepareOptions o;
   o.source = "synthetic:markov";
@@ -140,7 +144,7 @@ TEST(PrepareData, MarkovFlagsAndInlineFormAgree) {
   EXPECT_THROW(prepare_data(o), std::invalid_argument);
 }
 
-TEST(PrepareData, FileSourceRoundTripsBytes) {
+TEST(TrainerPrepareData, FileSourceRoundTripsBytes) {
   TempDir src, out;
   std::string text;
   std::mt19937 rng(5);
@@ -162,7 +166,7 @@ TEST(PrepareData, FileSourceRoundTripsBytes) {
   EXPECT_EQ(read_meta(out)["tokenizer"], "byte");
 }
 
-TEST(PrepareData, FileSourceReadsAFolderInNameOrder) {
+TEST(TrainerPrepareData, FileSourceReadsAFolderInNameOrder) {
   TempDir src, out;
   fs::create_directories(src.path() / "sub");
   write_bytes(src.path() / "b.txt", "second ");
@@ -178,7 +182,7 @@ TEST(PrepareData, FileSourceReadsAFolderInNameOrder) {
   EXPECT_EQ(back, "first second third");
 }
 
-TEST(PrepareData, LlmcShardsKeepTheirTrainValSplit) {
+TEST(TrainerPrepareData, LlmcShardsKeepTheirTrainValSplit) {
   TempDir src, out;
   const std::vector<uint16_t> train{1, 2, 3, 50000, 7}, val{9, 8};
   write_bytes(src.path() / "data_train_000.bin", llmc_file(train));
@@ -192,7 +196,7 @@ TEST(PrepareData, LlmcShardsKeepTheirTrainValSplit) {
   EXPECT_EQ(s.vocab_size, 50001);
 }
 
-TEST(PrepareData, LlmcRejectsOtherVersionsAndTruncatedShards) {
+TEST(TrainerPrepareData, LlmcRejectsOtherVersionsAndTruncatedShards) {
   TempDir src, out;
   DataPrepareOptions o;
   o.out_dir = out.path().string();
@@ -206,7 +210,7 @@ TEST(PrepareData, LlmcRejectsOtherVersionsAndTruncatedShards) {
   EXPECT_THROW(prepare_data(o), std::runtime_error);
 }
 
-TEST(TokenFile, ReadsRawAndLlmcHeadedFiles) {
+TEST(TrainerTokenFile, ReadsRawAndLlmcHeadedFiles) {
   TempDir d;
   const std::vector<uint16_t> tokens{5, 6, 7, 65535};
   write_bytes(d.path() / "raw.bin", std::string(reinterpret_cast<const char*>(tokens.data()), 8));
@@ -219,7 +223,7 @@ TEST(TokenFile, ReadsRawAndLlmcHeadedFiles) {
   EXPECT_THROW(TokenFile(d.str("missing.bin")), std::runtime_error);
 }
 
-TEST(WindowSampler, IsReproducibleFromSeedAndStep) {
+TEST(TrainerWindowSampler, IsReproducibleFromSeedAndStep) {
   TempDir d;
   std::vector<uint16_t> tokens(1000);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint16_t>(i);
@@ -239,7 +243,7 @@ TEST(WindowSampler, IsReproducibleFromSeedAndStep) {
   EXPECT_THROW(WindowSampler(f, 1000, 1, 1), std::runtime_error);
 }
 
-TEST(ReadDataMeta, MissingFolderTellsHowToPrepare) {
+TEST(TrainerReadDataMeta, MissingFolderTellsHowToPrepare) {
   try {
     read_data_meta("/nonexistent/moescale-data");
     FAIL() << "expected an error";
@@ -248,7 +252,7 @@ TEST(ReadDataMeta, MissingFolderTellsHowToPrepare) {
   }
 }
 
-TEST(PrepareData, GcideGivesEnglishWithoutMarkup) {
+TEST(TrainerPrepareData, GcideGivesEnglishWithoutMarkup) {
   if (!fs::exists("/usr/share/dictd/gcide.dict.dz"))
     GTEST_SKIP() << "dict-gcide is not installed (scripts/setup.sh installs it)";
   TempDir out;
@@ -260,8 +264,8 @@ TEST(PrepareData, GcideGivesEnglishWithoutMarkup) {
   EXPECT_EQ(read_meta(out)["tokenizer"], "byte");
   std::string text;
   for (auto t : read_tokens(out.path() / "train.bin")) text.push_back(static_cast<char>(t));
-  for (const char* markup : {"\\", "{", "}", "[1913 Webster]", "[WordNet", "<", "00-database",
-                             "  ", "\t"})
+  for (const char* markup :
+       {"\\", "{", "}", "[1913 Webster]", "[WordNet", "<", "00-database", "  ", "\t"})
     EXPECT_EQ(text.find(markup), std::string::npos) << "markup left: " << markup;
   size_t the = 0;
   for (size_t p = text.find(" the "); p != std::string::npos; p = text.find(" the ", p + 1)) ++the;

@@ -6,6 +6,14 @@
 namespace moescale {
 namespace {
 
+// Other jobs share the machine; an oversubscribed OpenMP team stalls small ops.
+class OneThread : public ::testing::Environment {
+ public:
+  void SetUp() override { torch::set_num_threads(1); }
+};
+[[maybe_unused]] const auto* const kOneThread =
+    ::testing::AddGlobalTestEnvironment(new OneThread);
+
 ModelShape base_shape() {
   ModelShape s;
   s.vocab = 50;
@@ -43,12 +51,13 @@ std::vector<ShapeCase> shape_cases() {
   add("moe_every_2", [](ModelShape& s) {
     s.n_layers = 4, s.moe_every = 2, s.experts = 4, s.router = Router::rmoe;
   });
-  add("untied", [](ModelShape& s) { s.tied_embeddings = false, s.experts = 2, s.router = Router::topk; });
+  add("untied",
+      [](ModelShape& s) { s.tied_embeddings = false, s.experts = 2, s.router = Router::topk; });
   add("head_dim_ffn", [](ModelShape& s) { s.head_dim = 16, s.ffn_hidden = 40; });
   return cases;
 }
 
-TEST(Model, ParameterCountMatchesPlanner) {
+TEST(TrainerModel, ParameterCountMatchesPlanner) {
   for (const auto& c : shape_cases()) {
     MoeTransformer model(c.shape, 1);
     const ParamCount expected = count_params(c.shape);
@@ -60,7 +69,7 @@ TEST(Model, ParameterCountMatchesPlanner) {
   }
 }
 
-TEST(Model, ForwardRunsEveryShapeAndGivesFiniteLogits) {
+TEST(TrainerModel, ForwardRunsEveryShapeAndGivesFiniteLogits) {
   for (const auto& c : shape_cases()) {
     MoeTransformer model(c.shape, 2);
     const auto tokens = torch::randint(c.shape.vocab, {2, c.shape.seq_len}, torch::kInt64);
@@ -73,7 +82,7 @@ TEST(Model, ForwardRunsEveryShapeAndGivesFiniteLogits) {
   }
 }
 
-TEST(Model, AttentionIsCausal) {
+TEST(TrainerModel, AttentionIsCausal) {
   ModelShape s = base_shape();
   s.n_kv_heads = 2;
   MoeTransformer model(s, 3);
@@ -104,7 +113,7 @@ torch::Tensor naive_dispatch(const torch::Tensor& x, const Routing& r, const tor
   return torch::stack(rows);
 }
 
-TEST(Dispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
+TEST(TrainerDispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
   torch::manual_seed(4);
   const int64_t n = 40, d = 12, f = 10, e = 5, k = 2;
   auto make = [&] {
@@ -119,7 +128,8 @@ TEST(Dispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
   const auto upstream = torch::randn({n, d});
 
   std::vector<int64_t> counts;
-  const auto yb = moe_dispatch(batched[0], route_top_k(batched[1], k), batched[2], batched[3], &counts);
+  const auto yb =
+      moe_dispatch(batched[0], route_top_k(batched[1], k), batched[2], batched[3], &counts);
   const auto yn = naive_dispatch(naive[0], route_top_k(naive[1], k), naive[2], naive[3]);
   ASSERT_TRUE(torch::allclose(yb, yn, 1e-5, 1e-5)) << (yb - yn).abs().max();
   (yb * upstream).sum().backward();
@@ -135,7 +145,7 @@ TEST(Dispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
   EXPECT_GT(batched[1].grad().abs().sum().item<double>(), 0) << "the gate must be trained";
 }
 
-TEST(Dispatch, HandlesExpertsThatReceiveNoTokens) {
+TEST(TrainerDispatch, HandlesExpertsThatReceiveNoTokens) {
   const int64_t n = 6, d = 4, f = 3, e = 4;
   Routing r;
   r.experts = torch::full({n, 1}, 2, torch::kInt64);
@@ -148,7 +158,7 @@ TEST(Dispatch, HandlesExpertsThatReceiveNoTokens) {
   EXPECT_TRUE(torch::allclose(y, naive_dispatch(x, r, w_gu, w_down), 1e-5, 1e-5));
 }
 
-TEST(Router, HashRoutesByTokenIdOnly) {
+TEST(TrainerRouter, HashRoutesByTokenIdOnly) {
   ModelShape s = base_shape();
   s.experts = 4;
   s.top_k = 2;
@@ -169,7 +179,7 @@ TEST(Router, HashRoutesByTokenIdOnly) {
   for (int e = 0; e < 4; ++e) EXPECT_NEAR(load[0][e], expected[e], 1e-12);
 }
 
-TEST(Router, TopKAuxAndZLossOfAZeroGate) {
+TEST(TrainerRouter, TopKAuxAndZLossOfAZeroGate) {
   ModelShape s = base_shape();
   s.experts = 4;
   s.router = Router::topk;
@@ -194,7 +204,7 @@ ModelShape rmoe_shape() {
   return s;
 }
 
-TEST(RMoE, OneGruCellIsSharedByAllMoeLayers) {
+TEST(TrainerRMoE, OneGruCellIsSharedByAllMoeLayers) {
   MoeTransformer model(rmoe_shape(), 7);
   int grus = 0;
   for (const auto& m : model->modules(/*include_self=*/false))
@@ -217,7 +227,7 @@ TEST(RMoE, OneGruCellIsSharedByAllMoeLayers) {
   }
 }
 
-TEST(RMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) {
+TEST(TrainerRMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) {
   MoeTransformer model(rmoe_shape(), 8);
   model->forward(torch::randint(50, {2, 16}, torch::kInt64));
   const auto layers = model->moe_layers();
@@ -237,7 +247,7 @@ TEST(RMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) {
       << "routing of layer 1 cannot depend on layer 2";
 }
 
-TEST(Model, SameSeedBuildsTheSameModel) {
+TEST(TrainerModel, SameSeedBuildsTheSameModel) {
   ModelShape s = rmoe_shape();
   MoeTransformer a(s, 9), b(s, 9), c(s, 10);
   const auto pa = a->parameters(), pb = b->parameters(), pc = c->parameters();
@@ -248,6 +258,41 @@ TEST(Model, SameSeedBuildsTheSameModel) {
   }
   EXPECT_TRUE(all_equal);
   EXPECT_TRUE(any_differs);
+}
+
+TEST(TrainerOptimizer, FusedAdamWMatchesTorchAdamW) {
+  torch::manual_seed(12);
+  const auto init = std::vector<torch::Tensor>{torch::randn({5, 7}), torch::randn({7})};
+  auto make = [&] {
+    std::vector<torch::Tensor> ps;
+    for (const auto& t : init) ps.push_back(t.clone().requires_grad_(true));
+    return ps;
+  };
+  auto a = make(), b = make();
+  auto opts = [](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).weight_decay(wd));
+  };
+  auto groups = [&](std::vector<torch::Tensor>& ps) {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<torch::Tensor>{ps[0]}, opts(0.1));
+    g.emplace_back(std::vector<torch::Tensor>{ps[1]}, opts(0.0));
+    return g;
+  };
+  FusedAdamW fused(groups(a), torch::optim::AdamWOptions(0.01));
+  torch::optim::AdamW reference(groups(b), torch::optim::AdamWOptions(0.01));
+  for (int step = 0; step < 5; ++step) {
+    const auto target = torch::randn({5, 7});
+    for (auto* ps : {&a, &b}) {
+      for (auto& p : *ps) p.mutable_grad() = torch::Tensor();
+      (((*ps)[0] + (*ps)[1]) - target).square().sum().backward();
+    }
+    fused.step();
+    reference.step();
+  }
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << i << ": " << (a[i] - b[i]).abs().max();
+  EXPECT_FALSE(torch::allclose(a[0], init[0])) << "the parameters moved";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Training runs end to end on small synthetic data: convergence to the source's
 // entropy rate, exact resume after an interruption, divergence, errors.
 #include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -87,7 +88,7 @@ TrainOptions cpu_options(const std::string& checkpoint_dir = "") {
   return o;
 }
 
-TEST(Train, TinyModelReachesTheMarkovEntropyRate) {
+TEST(TrainerRun, TinyModelReachesTheMarkovEntropyRate) {
   TempDir data;
   const DataSummary d = prepare_markov(data.str(), {1, 16, 3, 300'000});
   RunSpec r = tiny_run(data.str(), 16, 300);
@@ -116,7 +117,7 @@ TEST(Train, TinyModelReachesTheMarkovEntropyRate) {
   EXPECT_GT(sink.steps.back().tokens_per_s, 0);
 }
 
-TEST(Train, InterruptedAndResumedRunReproducesTheLossCurve) {
+TEST(TrainerRun, InterruptedAndResumedRunReproducesTheLossCurve) {
   TempDir data, ckpt;
   prepare_markov(data.str(), {2, 8, 3, 50'000});
   RunSpec r = tiny_run(data.str(), 8, 30);
@@ -164,7 +165,7 @@ TEST(Train, InterruptedAndResumedRunReproducesTheLossCurve) {
   EXPECT_NEAR(again.final_val_loss, whole.final_val_loss, 1e-5);
 }
 
-TEST(Train, CheckpointOfAnotherRunIsRefused) {
+TEST(TrainerRun, CheckpointOfAnotherRunIsRefused) {
   TempDir data, ckpt;
   prepare_markov(data.str(), {1, 8, 2, 20'000});
   RunSpec r = tiny_run(data.str(), 8, 3);
@@ -174,7 +175,7 @@ TEST(Train, CheckpointOfAnotherRunIsRefused) {
   EXPECT_THROW(train_run(r, cpu_options(ckpt.str()), sink), std::runtime_error);
 }
 
-TEST(Train, AbsurdLearningRateIsMarkedDiverged) {
+TEST(TrainerRun, AbsurdLearningRateIsMarkedDiverged) {
   TempDir data;
   prepare_markov(data.str(), {1, 8, 2, 20'000});
   RunSpec r = tiny_run(data.str(), 8, 20);
@@ -189,11 +190,12 @@ TEST(Train, AbsurdLearningRateIsMarkedDiverged) {
   EXPECT_EQ(to_string(res.outcome), "diverged");
 }
 
-TEST(Train, ByteLevelDataReportsBitsPerByte) {
+TEST(TrainerRun, ByteLevelDataReportsBitsPerByte) {
   TempDir src, data;
   {
     std::ofstream out(src.str("text.txt"));
-    for (int i = 0; i < 400; ++i) out << "the quick brown fox jumps over the lazy dog " << i << "\n";
+    for (int i = 0; i < 400; ++i)
+      out << "the quick brown fox jumps over the lazy dog " << i << "\n";
   }
   DataPrepareOptions o;
   o.source = "file:" + src.str("text.txt");
@@ -208,7 +210,7 @@ TEST(Train, ByteLevelDataReportsBitsPerByte) {
   for (const auto& e : sink.evals) EXPECT_DOUBLE_EQ(e.bits_per_byte, e.loss / std::numbers::ln2);
 }
 
-TEST(Train, ErrorsSayHowToFixThem) {
+TEST(TrainerRun, ErrorsSayHowToFixThem) {
   TempDir data;
   RunSpec r = tiny_run(data.str(), 8, 3);
   RecordingSink sink;
