@@ -1,10 +1,10 @@
 #include "cli/common.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-
-#include <fmt/format.h>
 
 namespace moescale::cli {
 
@@ -15,7 +15,9 @@ std::string human_count(double n) {
   return i == 0 ? fmt::format("{:.0f}", n) : fmt::format("{:.3g}{}", n, suffix[i]);
 }
 
-std::string sci(double x) { return fmt::format("{:.3g}", x); }
+std::string sci(double x) {
+  return fmt::format("{:.3g}", x);
+}
 
 std::string human_duration(double seconds) {
   if (!std::isfinite(seconds)) return "?";
@@ -27,9 +29,9 @@ std::string human_duration(double seconds) {
 
 namespace {
 bool numeric(const std::string& cell) {
-  return !cell.empty() && (std::isdigit(static_cast<unsigned char>(cell[0])) ||
-                           (cell.size() > 1 && cell[0] == '-' &&
-                            std::isdigit(static_cast<unsigned char>(cell[1]))));
+  return !cell.empty() &&
+         (std::isdigit(static_cast<unsigned char>(cell[0])) ||
+          (cell.size() > 1 && cell[0] == '-' && std::isdigit(static_cast<unsigned char>(cell[1]))));
 }
 }  // namespace
 

@@ -1,9 +1,9 @@
 // moescale data prepare: turn a text corpus, token shards or a synthetic source
 // into train.bin / val.bin / meta.json for the trainer.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <memory>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"

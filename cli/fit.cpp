@@ -1,7 +1,7 @@
 // moescale fit: fit a scaling law to a sweep's finished runs or imported rows.
-#include <map>
-
 #include <fmt/format.h>
+
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -40,9 +40,8 @@ Groups load_groups(const Database& db, const FitArgs& a) {
   for (const ObservationRecord& o : db.observations(a.sweep)) {
     if (!a.router.empty() && o.router != a.router && !(a.router == "dense" && o.experts == 1))
       continue;
-    if (!a.experts.empty() &&
-        std::find(a.experts.begin(), a.experts.end(), static_cast<int64_t>(o.experts)) ==
-            a.experts.end())
+    if (!a.experts.empty() && std::find(a.experts.begin(), a.experts.end(),
+                                        static_cast<int64_t>(o.experts)) == a.experts.end())
       continue;
     groups[group_of(o, a.per_group)].push_back(
         {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label});
@@ -53,7 +52,8 @@ Groups load_groups(const Database& db, const FitArgs& a) {
         "rows",
         a.sweep, a.router.empty() && a.experts.empty() ? "" : " matching the filters", a.sweep));
   if (a.exclude_top_loss > 0)
-    for (auto& [name, obs] : groups) obs = fitting::exclude_top_loss(std::move(obs), a.exclude_top_loss);
+    for (auto& [name, obs] : groups)
+      obs = fitting::exclude_top_loss(std::move(obs), a.exclude_top_loss);
   return groups;
 }
 
@@ -92,8 +92,7 @@ void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r
              r.objective, r.delta, r.rmsle, r.starts, r.seconds);
   if (r.holdout)
     fmt::print("  held out {} runs with C ≥ {:.3g}: RMSLE {:.4g}, mean log error {:+.4g}\n",
-               r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle,
-               r.holdout->mean_error);
+               r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle, r.holdout->mean_error);
 }
 
 void run_fit(const FitArgs& a) {
@@ -123,20 +122,22 @@ void add_fit_command(CLI::App& app) {
       "starting grid.");
   cmd->add_option("--sweep", a->sweep, "sweep whose finished runs or imported rows to fit")
       ->required();
-  cmd->add_option("--law", a->law, "a catalogue law (see `moescale laws`) or an expression, "
-                                   "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"")
+  cmd->add_option("--law", a->law,
+                  "a catalogue law (see `moescale laws`) or an expression, "
+                  "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"")
       ->default_val("chinchilla");
-  cmd->add_option("--grid", a->grids, "starting values of a parameter: alpha=0:2:0.5 or "
-                                      "alpha=0.1,0.3 (repeatable)");
+  cmd->add_option("--grid", a->grids,
+                  "starting values of a parameter: alpha=0:2:0.5 or "
+                  "alpha=0.1,0.3 (repeatable)");
   cmd->add_option("--router", a->router, "only runs with this router");
   cmd->add_option("--experts", a->experts, "only runs with these expert counts")->delimiter(',');
   cmd->add_flag("--per-group", a->per_group, "one fit per (router, expert count)");
   cmd->add_option("--exclude-top-loss", a->exclude_top_loss, "drop the K highest losses")
       ->default_val(0);
-  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")
-      ->default_val(0);
-  cmd->add_option("--holdout", a->holdout, "largest-compute: fit without the largest budget "
-                                           "and report the error on it")
+  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")->default_val(0);
+  cmd->add_option("--holdout", a->holdout,
+                  "largest-compute: fit without the largest budget "
+                  "and report the error on it")
       ->check(CLI::IsMember({"none", "largest-compute"}))
       ->default_val("none");
   cmd->add_option("--holdout-budgets", a->holdout_budgets, "how many largest budgets to hold out")

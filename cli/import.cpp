@@ -1,5 +1,6 @@
 // moescale import: bring runs logged elsewhere (CSV) into the database.
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -20,8 +21,8 @@ fitting::ColumnMapping parse_mapping(const std::vector<std::string>& maps) {
   for (const std::string& m : maps) {
     const auto eq = m.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == m.size())
-      throw std::invalid_argument(fmt::format(
-          "--map \"{}\": expected COLUMN=HEADER, e.g. --map N=\"Model Size\"", m));
+      throw std::invalid_argument(
+          fmt::format("--map \"{}\": expected COLUMN=HEADER, e.g. --map N=\"Model Size\"", m));
     mapping[m.substr(0, eq)] = m.substr(eq + 1);
   }
   return mapping;
@@ -38,8 +39,8 @@ void run_import(const ImportArgs& a) {
   Database db(path, Database::Mode::create_if_missing);
   db.import_observations(a.sweep, a.csv, rows);
   if (a.json)
-    fmt::print("{}\n", nlohmann::json{{"sweep", a.sweep}, {"rows", rows.size()}, {"db", path}}
-                           .dump(2));
+    fmt::print("{}\n",
+               nlohmann::json{{"sweep", a.sweep}, {"rows", rows.size()}, {"db", path}}.dump(2));
   else
     fmt::print("imported {} rows from {} into sweep '{}' ({})\n", rows.size(), a.csv, a.sweep,
                path);

@@ -1,8 +1,8 @@
 // moescale: plan, train, fit and recommend Mixture-of-Experts scaling sweeps.
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <exception>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 

@@ -1,7 +1,7 @@
 // moescale model: how big is this config?
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"

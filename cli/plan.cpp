@@ -1,5 +1,6 @@
 // moescale plan: turn a sweep config into planned runs in the database.
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -17,14 +18,22 @@ struct PlanArgs {
 
 nlohmann::json run_json(const PlannedRun& r) {
   const ModelShape& s = r.spec.shape;
-  return {{"key", r.spec.key()},           {"router", to_string(s.router)},
-          {"experts", s.experts},          {"top_k", s.top_k},
-          {"d_model", s.d_model},          {"layers", s.n_layers},
-          {"heads", s.n_heads},            {"ffn", s.ffn_hidden},
-          {"active_params", r.params.active}, {"total_params", r.params.total},
-          {"tokens", r.spec.tokens},       {"steps", r.spec.steps()},
-          {"budget", r.budget},            {"compute_6n", r.compute_6n},
-          {"compute", r.compute_full},     {"est_seconds", r.est_seconds}};
+  return {{"key", r.spec.key()},
+          {"router", to_string(s.router)},
+          {"experts", s.experts},
+          {"top_k", s.top_k},
+          {"d_model", s.d_model},
+          {"layers", s.n_layers},
+          {"heads", s.n_heads},
+          {"ffn", s.ffn_hidden},
+          {"active_params", r.params.active},
+          {"total_params", r.params.total},
+          {"tokens", r.spec.tokens},
+          {"steps", r.spec.steps()},
+          {"budget", r.budget},
+          {"compute_6n", r.compute_6n},
+          {"compute", r.compute_full},
+          {"est_seconds", r.est_seconds}};
 }
 
 std::string plan_table(const std::vector<PlannedRun>& runs) {
@@ -57,9 +66,12 @@ void run_plan(const PlanArgs& a) {
     saved = db.save_plan(config, runs);
   }
   if (a.json) {
-    nlohmann::json j{{"sweep", config.name},         {"runs", nlohmann::json::array()},
-                     {"total_compute_6n", compute},  {"est_seconds", seconds},
-                     {"dry_run", a.dry_run},         {"added", saved.added},
+    nlohmann::json j{{"sweep", config.name},
+                     {"runs", nlohmann::json::array()},
+                     {"total_compute_6n", compute},
+                     {"est_seconds", seconds},
+                     {"dry_run", a.dry_run},
+                     {"added", saved.added},
                      {"already_planned", saved.existing}};
     for (const PlannedRun& r : runs) j["runs"].push_back(run_json(r));
     fmt::print("{}\n", j.dump(2));

@@ -1,10 +1,10 @@
 #include "cli/plot.h"
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace moescale::cli {
 namespace {
@@ -58,8 +58,10 @@ std::string panel_script(const Panel& p, int panel_index) {
                      quote(p.xlabel), quote(p.ylabel));
   out += p.logx ? "set logscale x\nset format x '10^{%L}'\n" : "unset logscale x\nset format x\n";
   out += p.logy ? "set logscale y\n" : "unset logscale y\n";
-  if (clauses.empty()) return out + "set label 1 'no data' at graph 0.45, 0.5\nplot NaN notitle\n"
-                                    "unset label 1\n";
+  if (clauses.empty())
+    return out +
+           "set label 1 'no data' at graph 0.45, 0.5\nplot NaN notitle\n"
+           "unset label 1\n";
   out += "plot " + clauses.front();
   for (size_t i = 1; i < clauses.size(); ++i) out += ", \\\n     " + clauses[i];
   return out + "\n";
@@ -73,7 +75,8 @@ std::string script(const Figure& f, const std::string& terminal, const std::stri
   out += "set grid lc rgb '#dddddd'\nset key top right box opaque font ',9'\nset mxtics 10\n";
   out += fmt::format("set multiplot layout {},{} title {} font ',12'\n", rows, f.columns,
                      quote(f.title));
-  for (size_t i = 0; i < f.panels.size(); ++i) out += panel_script(f.panels[i], static_cast<int>(i));
+  for (size_t i = 0; i < f.panels.size(); ++i)
+    out += panel_script(f.panels[i], static_cast<int>(i));
   return out + "unset multiplot\nset output\n";
 }
 
@@ -93,9 +96,9 @@ void render(const Figure& figure, const std::filesystem::path& dir) {
     while (fgets(buf, sizeof buf, pipe)) log += buf;
     const int status = pclose(pipe);
     if (status != 0)
-      throw std::runtime_error(fmt::format(
-          "gnuplot failed on {} (install gnuplot-nox; scripts/setup.sh does): {}", gp.string(),
-          log.substr(0, 400)));
+      throw std::runtime_error(
+          fmt::format("gnuplot failed on {} (install gnuplot-nox; scripts/setup.sh does): {}",
+                      gp.string(), log.substr(0, 400)));
   }
 }
 

@@ -9,6 +9,10 @@
 namespace moescale::cli {
 
 struct Series {
+  Series() = default;
+  Series(std::string title_, std::string style_, int color_, int point_ = 7)
+      : title(std::move(title_)), style(std::move(style_)), color(color_), point(point_) {}
+
   std::string title;  // legend entry; empty: not in the legend
   std::vector<double> x, y;
   std::string style = "linespoints";  // lines, points, linespoints

@@ -104,8 +104,9 @@ void add_recommend_command(CLI::App& app) {
   cmd->add_option("--serve-tokens", a->serve_tokens, "tokens to serve over the model's life");
   cmd->add_option("--target-loss", a->target_loss, "loss to reach (default: the budget's best)");
   cmd->add_option("--hardware", a->hardware, "GPU preset: h100, a100, h200")->default_val("h100");
-  cmd->add_option("--hw", a->overrides, "override a hardware figure: memory_gb=, bandwidth_tbs=, "
-                                        "bf16_tflops=, usd_per_hour=, serve_mfu=, train_mfu=");
+  cmd->add_option("--hw", a->overrides,
+                  "override a hardware figure: memory_gb=, bandwidth_tbs=, "
+                  "bf16_tflops=, usd_per_hour=, serve_mfu=, train_mfu=");
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "prompt tokens per request")
       ->default_val(1024);
   cmd->add_option("--output-tokens", a->output_tokens, "generated tokens per request")

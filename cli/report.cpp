@@ -1,13 +1,13 @@
 // moescale report: pictures and tables of a sweep, as PNG/SVG and report.md.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -27,7 +27,7 @@ struct ReportArgs {
 
 // One (router, expert count) group of a sweep, with its runs and latest fit.
 struct Group {
-  std::string name;  // "router=topk,E=4", as `fit --per-group` names it
+  std::string name;   // "router=topk,E=4", as `fit --per-group` names it
   std::string label;  // "topk, E=4"
   std::string router;
   int64_t experts = 1;
@@ -94,15 +94,16 @@ std::vector<double> log_space(double lo, double hi, int n) {
 }
 
 Figure isoflop_figure(const SweepData& d) {
-  Figure f{"isoflop", "IsoFLOP curves: final validation loss against model size, per budget", {}, 3};
+  Figure f{
+      "isoflop", "IsoFLOP curves: final validation loss against model size, per budget", {}, 3};
   bool minimum_titled = false;
   for (const Group& g : d.groups) {
-    Panel p{g.label, "N_active (non-embedding parameters)", "final val loss (nats/token)", true,
-            false, {}};
+    Panel p{
+        g.label, "N_active (non-embedding parameters)", "final val loss (nats/token)", true, false,
+        {}};
     double lo = INFINITY, hi = 0;
     for (double b : d.budgets) {
-      Series s{fmt::format("C = {:.1e} FLOPs", b), {}, {}, "points",
-               static_cast<int>(budget_index(d, b))};
+      Series s(fmt::format("C = {:.1e} FLOPs", b), "points", static_cast<int>(budget_index(d, b)));
       for (const RunRecord& r : g.runs)
         if (r.plan.budget == b) {
           s.x.push_back(static_cast<double>(r.plan.params.active));
@@ -113,15 +114,17 @@ Figure isoflop_figure(const SweepData& d) {
     }
     if (g.fit && hi > 0) {
       for (double b : d.budgets) {
-        Series curve{"", {}, {}, "lines", static_cast<int>(budget_index(d, b))};
+        Series curve("", "lines", static_cast<int>(budget_index(d, b)));
         for (double n : log_space(lo / 2, hi * 2, 60)) {
           curve.x.push_back(n);
           curve.y.push_back(g.fit->predict(point(g, n, tokens_for_compute(b, n))));
         }
         p.series.push_back(std::move(curve));
         const fitting::Choice c = optimum(g, b);
-        p.series.push_back({minimum_titled ? "" : "fitted minimum", {c.n_active}, {c.loss},
-                            "points", 7, 9});
+        Series minimum(minimum_titled ? "" : "fitted minimum", "points", 7, 9);
+        minimum.x = {c.n_active};
+        minimum.y = {c.loss};
+        p.series.push_back(std::move(minimum));
         minimum_titled = true;
       }
     }
@@ -131,15 +134,18 @@ Figure isoflop_figure(const SweepData& d) {
 }
 
 Figure frontier_figure(const SweepData& d, double report_budget) {
-  Figure f{"frontier", "Compute-optimal frontier: fitted (lines) and best run per budget (points)",
-           {}, 2};
+  Figure f{"frontier",
+           "Compute-optimal frontier: fitted (lines) and best run per budget (points)",
+           {},
+           2};
   Panel n{"N_opt", "training compute C = 6ND (FLOPs)", "N_active (parameters)", true, true, {}};
   Panel t{"D_opt", "training compute C = 6ND (FLOPs)", "training tokens D", true, true, {}};
   int color = 0;
   for (const Group& g : d.groups) {
     if (g.fit && !d.budgets.empty()) {
-      Series ln{g.label, {}, {}, "lines", color}, lt{g.label, {}, {}, "lines", color};
-      for (double c : log_space(d.budgets.front() / 3, std::max(report_budget, d.budgets.back()), 30)) {
+      Series ln(g.label, "lines", color), lt(g.label, "lines", color);
+      for (double c :
+           log_space(d.budgets.front() / 3, std::max(report_budget, d.budgets.back()), 30)) {
         const fitting::Choice o = optimum(g, c);
         ln.x.push_back(c), ln.y.push_back(o.n_active);
         lt.x.push_back(c), lt.y.push_back(o.tokens);
@@ -147,7 +153,7 @@ Figure frontier_figure(const SweepData& d, double report_budget) {
       n.series.push_back(std::move(ln));
       t.series.push_back(std::move(lt));
     }
-    Series pn{"", {}, {}, "points", color}, pt{"", {}, {}, "points", color};
+    Series pn("", "points", color), pt("", "points", color);
     for (double b : d.budgets) {
       const RunRecord* best = nullptr;
       for (const RunRecord& r : g.runs)
@@ -171,8 +177,8 @@ Figure curves_figure(const SweepData& d, const Database& db) {
     std::set<size_t> titled;
     for (const RunRecord& r : g.runs) {
       const size_t b = budget_index(d, r.plan.budget);
-      Series s{titled.insert(b).second ? fmt::format("C = {:.1e}", r.plan.budget) : "", {}, {},
-               "lines", static_cast<int>(b)};
+      Series s(titled.insert(b).second ? fmt::format("C = {:.1e}", r.plan.budget) : "", "lines",
+               static_cast<int>(b));
       s.width = 1.2;
       for (const MetricRecord& m : db.metrics(r.id, "val"))
         if (m.tokens > 0) s.x.push_back(static_cast<double>(m.tokens)), s.y.push_back(m.loss);
@@ -198,8 +204,8 @@ std::optional<double> imbalance(const std::string& load_json) {
 }
 
 Figure load_figure(const SweepData& d, const Database& db) {
-  Figure f{"expert_load", "Expert load over training: busiest expert's share × E (1 = even)", {},
-           2};
+  Figure f{
+      "expert_load", "Expert load over training: busiest expert's share × E (1 = even)", {}, 2};
   std::map<int64_t, Panel> panels;
   std::map<int64_t, std::set<std::string>> titled;
   for (const Group& g : d.groups) {
@@ -211,7 +217,7 @@ Figure load_figure(const SweepData& d, const Database& db) {
     p.logx = true;
     const int color = g.router == "topk" ? 0 : g.router == "rmoe" ? 1 : 2;
     for (const RunRecord& r : g.runs) {
-      Series s{titled[g.experts].insert(g.router).second ? g.router : "", {}, {}, "lines", color};
+      Series s(titled[g.experts].insert(g.router).second ? g.router : "", "lines", color);
       s.width = 1.0;
       for (const MetricRecord& m : db.metrics(r.id, "train"))
         if (auto v = imbalance(m.expert_load); v && m.tokens > 0)
@@ -258,14 +264,20 @@ std::vector<std::pair<const Group*, const Group*>> router_pairs(const SweepData&
 }
 
 Figure routers_figure(const SweepData& d, double report_budget) {
-  Figure f{"routers", "Routers at equal compute: fitted compute-optimal loss (bootstrap intervals)",
-           {}, 2};
+  Figure f{"routers",
+           "Routers at equal compute: fitted compute-optimal loss (bootstrap intervals)",
+           {},
+           2};
   for (auto [topk, rmoe] : router_pairs(d)) {
-    Panel p{fmt::format("E = {}", topk->experts), "training compute C = 6ND (FLOPs)",
-            "fitted loss at the optimum (nats/token)", true, false, {}};
+    Panel p{fmt::format("E = {}", topk->experts),
+            "training compute C = 6ND (FLOPs)",
+            "fitted loss at the optimum (nats/token)",
+            true,
+            false,
+            {}};
     int color = 0;
     for (const Group* g : {topk, rmoe}) {
-      Series line{g->router, {}, {}, "lines", color}, bars{"", {}, {}, "errorbars", color};
+      Series line(g->router, "lines", color), bars("", "errorbars", color);
       for (double c : log_space(d.budgets.front(), std::max(report_budget, d.budgets.back()), 25))
         line.x.push_back(c), line.y.push_back(optimum(*g, c).loss);
       for (double c : d.budgets) {
@@ -284,8 +296,9 @@ Figure routers_figure(const SweepData& d, double report_budget) {
 }
 
 std::string runs_table(const SweepData& d) {
-  std::string out = "| id | router | E | N_active | N_total | tokens | C = 6ND | status | val loss | time |\n"
-                    "|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string out =
+      "| id | router | E | N_active | N_total | tokens | C = 6ND | status | val loss | time |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n";
   for (const RunRecord& r : d.all) {
     const ModelShape& s = r.plan.spec.shape;
     out += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2e} | {} | {} | {} |\n", r.id,
@@ -299,7 +312,8 @@ std::string runs_table(const SweepData& d) {
 }
 
 std::string fits_table(const SweepData& d) {
-  std::string out = "| fit | group | law | parameters | RMSLE | points |\n|---|---|---|---|---|---|\n";
+  std::string out =
+      "| fit | group | law | parameters | RMSLE | points |\n|---|---|---|---|---|---|\n";
   for (const FitRecord& f : d.fits) {
     const fitting::FitResult r = fitting::fit_result_from_json(f.result);
     std::string params;
@@ -326,15 +340,16 @@ std::string recommendation_table(const SweepData& d, double budget) {
   for (const Group& g : d.groups) {
     if (!g.fit) continue;
     const fitting::Choice c = optimum(g, budget);
-    out += fmt::format("| {} | {} | {} | {} | {} | {:.1f} | {:.4f} |\n", &g == best ? "**best**" : "",
-                       g.router, g.experts, human_count(c.n_active), human_count(c.tokens),
-                       c.tokens / c.n_active, c.loss);
+    out += fmt::format("| {} | {} | {} | {} | {} | {:.1f} | {:.4f} |\n",
+                       &g == best ? "**best**" : "", g.router, g.experts, human_count(c.n_active),
+                       human_count(c.tokens), c.tokens / c.n_active, c.loss);
   }
   return out;
 }
 
 std::string router_table(const SweepData& d, double budget) {
-  std::string out = "| E | C (FLOPs) | topk loss | rmoe loss | rmoe − topk |\n|---|---|---|---|---|\n";
+  std::string out =
+      "| E | C (FLOPs) | topk loss | rmoe loss | rmoe − topk |\n|---|---|---|---|---|\n";
   auto cell = [](const LossAt& l) {
     return std::isnan(l.lo) ? fmt::format("{:.4f}", l.loss)
                             : fmt::format("{:.4f} [{:.4f}, {:.4f}]", l.loss, l.lo, l.hi);
@@ -357,12 +372,15 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   double compute = 0, seconds = 0;
   for (const RunRecord& r : d.all) {
     ++counts[to_string(r.status)];
-    if (r.status == RunStatus::done) compute += r.plan.compute_6n, seconds += r.wall_seconds.value_or(0);
+    if (r.status == RunStatus::done)
+      compute += r.plan.compute_6n, seconds += r.wall_seconds.value_or(0);
   }
   std::string status;
-  for (const auto& [s, n] : counts) status += fmt::format("{}{} {}", status.empty() ? "" : ", ", n, s);
-  std::string md = fmt::format("# Sweep `{}`\n\n{} runs ({}); {:.2e} FLOPs (6ND) trained in {}.\n\n",
-                               sweep, d.all.size(), status, compute, human_duration(seconds));
+  for (const auto& [s, n] : counts)
+    status += fmt::format("{}{} {}", status.empty() ? "" : ", ", n, s);
+  std::string md =
+      fmt::format("# Sweep `{}`\n\n{} runs ({}); {:.2e} FLOPs (6ND) trained in {}.\n\n", sweep,
+                  d.all.size(), status, compute, human_duration(seconds));
   auto figure = [&](const std::string& name, const std::string& caption) {
     if (std::find(figures.begin(), figures.end(), name) == figures.end()) return;
     md += fmt::format("![{}]({}.png)\n\n{} ([SVG]({}.svg))\n\n", caption, name, caption, name);

@@ -1,5 +1,6 @@
 // moescale runs: list the runs of the database with their status.
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"

@@ -1,11 +1,10 @@
 // moescale train: claim planned runs one at a time, train them, record metrics.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <filesystem>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -45,9 +44,8 @@ class DatabaseSink : public MetricSink {
 
   void train_step(const TrainStepMetrics& m) override {
     nlohmann::json load = m.expert_load;
-    db_.record_metric({run_.id, m.step, m.tokens, "train", m.loss, m.lr, m.aux_loss,
-                       m.tokens_per_s, std::nullopt, m.elapsed_s,
-                       m.expert_load.empty() ? "" : load.dump()});
+    db_.record_metric({run_.id, m.step, m.tokens, "train", m.loss, m.lr, m.aux_loss, m.tokens_per_s,
+                       std::nullopt, m.elapsed_s, m.expert_load.empty() ? "" : load.dump()});
     if (!quiet_) print(m);
   }
 
@@ -92,9 +90,8 @@ std::string worker_name() {
 
 std::string checkpoint_dir(const TrainArgs& a, const std::string& db_path, const RunRecord& r) {
   namespace fs = std::filesystem;
-  const fs::path root = a.checkpoints.empty()
-                            ? fs::absolute(db_path).parent_path() / "checkpoints"
-                            : fs::path(a.checkpoints);
+  const fs::path root = a.checkpoints.empty() ? fs::absolute(db_path).parent_path() / "checkpoints"
+                                              : fs::path(a.checkpoints);
   return (root / r.sweep / r.key).string();
 }
 
@@ -139,12 +136,12 @@ bool train_claimed(Database& db, RunRecord run, const TrainArgs& a) {
       db.finish_run(run.id, RunStatus::done, result.final_val_loss, result.wall_seconds,
                     result.steps, "");
       if (!a.quiet)
-        fmt::print(stderr, "run #{} done: val loss {:.4f} in {}\n", run.id,
-                   result.final_val_loss, human_duration(result.wall_seconds));
+        fmt::print(stderr, "run #{} done: val loss {:.4f} in {}\n", run.id, result.final_val_loss,
+                   human_duration(result.wall_seconds));
       return true;
     case TrainOutcome::diverged:
-      db.finish_run(run.id, RunStatus::diverged, std::nullopt, result.wall_seconds,
-                    result.steps, result.message);
+      db.finish_run(run.id, RunStatus::diverged, std::nullopt, result.wall_seconds, result.steps,
+                    result.message);
       fmt::print(stderr, "run #{} diverged: {}\n", run.id, result.message);
       return true;
     case TrainOutcome::interrupted:
@@ -173,9 +170,9 @@ int run_train(const TrainArgs& a) {
     if (only) break;
   }
   if (trained == 0 && only)
-    throw std::runtime_error(fmt::format(
-        "run {} of sweep '{}' is not planned (see `moescale runs --sweep {}`)", *only, a.sweep,
-        a.sweep));
+    throw std::runtime_error(
+        fmt::format("run {} of sweep '{}' is not planned (see `moescale runs --sweep {}`)", *only,
+                    a.sweep, a.sweep));
   if (!a.quiet) fmt::print(stderr, "trained {} run{}\n", trained, trained == 1 ? "" : "s");
   int failed = 0;
   for (const RunRecord& r : db.runs(a.sweep, RunStatus::failed)) failed += r.worker == worker;

@@ -140,9 +140,13 @@ Database::Database(const std::string& path, Mode mode) : path_(path) {
   }
 }
 
-Database::~Database() { sqlite3_close(handle_); }
+Database::~Database() {
+  sqlite3_close(handle_);
+}
 
-int Database::schema_version() const { return pragma_int(handle_, "PRAGMA user_version"); }
+int Database::schema_version() const {
+  return pragma_int(handle_, "PRAGMA user_version");
+}
 
 // Reads only: a file that is not ours must not be changed by looking at it.
 void Database::check_identity(bool existed) {
@@ -156,10 +160,10 @@ void Database::check_identity(bool existed) {
         "{} cannot be read as a database ({}); it was left untouched", path_, e.what()));
   }
   if (app_id != kApplicationId && (app_id != 0 || tables > 0))
-    throw std::runtime_error(fmt::format(
-        "{} is a SQLite file of another program, not a moescale database; it was left "
-        "untouched, pass another --db path",
-        path_));
+    throw std::runtime_error(
+        fmt::format("{} is a SQLite file of another program, not a moescale database; it was left "
+                    "untouched, pass another --db path",
+                    path_));
   const int version = schema_version();
   if (version > kSchemaVersion)
     throw std::runtime_error(fmt::format(

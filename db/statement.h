@@ -1,14 +1,13 @@
 // Private to db/: a prepared statement with RAII and typed binding.
 #pragma once
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace moescale::sql {
 
@@ -29,8 +28,8 @@ class Statement {
   Statement& bind(int i, int v) { return bind(i, static_cast<int64_t>(v)); }
   Statement& bind(int i, double v) { return check(sqlite3_bind_double(stmt_, i, v)); }
   Statement& bind(int i, const std::string& v) {
-    return check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
-                                   SQLITE_TRANSIENT));
+    return check(
+        sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   }
   Statement& bind(int i, const char* v) { return bind(i, std::string(v)); }
   template <class T>

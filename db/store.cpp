@@ -21,8 +21,8 @@ RunStatus parse_run_status(std::string_view name) {
   for (auto s : {RunStatus::planned, RunStatus::running, RunStatus::done, RunStatus::failed,
                  RunStatus::diverged})
     if (to_string(s) == name) return s;
-  throw std::invalid_argument(fmt::format(
-      "unknown run status '{}'; use planned, running, done, failed or diverged", name));
+  throw std::invalid_argument(
+      fmt::format("unknown run status '{}'; use planned, running, done, failed or diverged", name));
 }
 
 // Commits when committed, rolls back otherwise: nothing is half-written.
@@ -88,9 +88,9 @@ Database::PlanSaved Database::save_plan(const SweepConfig& config,
   PlanSaved saved;
   if (auto existing = find_sweep(config.name)) {
     if (existing->kind != "planned")
-      throw std::runtime_error(fmt::format(
-          "sweep '{}' holds imported observations; give the planned sweep another name",
-          config.name));
+      throw std::runtime_error(
+          fmt::format("sweep '{}' holds imported observations; give the planned sweep another name",
+                      config.name));
     saved.sweep_id = existing->id;
     sql::Statement(handle_, "UPDATE sweeps SET config = ?1 WHERE id = ?2")
         .bind(1, config.text)
@@ -143,8 +143,8 @@ SweepRecord Database::sweep(const std::string& name) const {
   if (auto s = find_sweep(name)) return *s;
   std::string known;
   for (const auto& s : sweeps()) known += (known.empty() ? "" : ", ") + s.name;
-  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name,
-                                       path_, known.empty() ? "none" : known));
+  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name, path_,
+                                       known.empty() ? "none" : known));
 }
 
 std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_name,
@@ -174,16 +174,14 @@ RunRecord Database::run(int64_t id) const {
 
 std::optional<RunRecord> Database::claim_run(const std::string& sweep_name,
                                              const std::string& worker,
-                                             std::optional<int64_t> run_id,
-                                             double stale_seconds) {
+                                             std::optional<int64_t> run_id, double stale_seconds) {
   Transaction tx(handle_);
   const SweepRecord sw = sweep(sweep_name);
-  sql::Statement pick(
-      handle_,
-      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
-      "(status = 'planned' OR (status = 'running' AND "
-      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
-      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
+  sql::Statement pick(handle_,
+                      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
+                      "(status = 'planned' OR (status = 'running' AND "
+                      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
+                      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
   pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds);
   if (!pick.step()) return std::nullopt;
   const int64_t id = pick.integer(0);
@@ -287,8 +285,8 @@ int64_t Database::import_observations(const std::string& sweep_name, const std::
   int64_t sweep_id = 0;
   if (auto existing = find_sweep(sweep_name)) {
     if (existing->kind != "imported")
-      throw std::runtime_error(fmt::format(
-          "sweep '{}' is a planned sweep; import into another sweep name", sweep_name));
+      throw std::runtime_error(
+          fmt::format("sweep '{}' is a planned sweep; import into another sweep name", sweep_name));
     sweep_id = existing->id;
   } else {
     sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'imported', '')")
@@ -324,9 +322,9 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
     if (!r.final_loss) continue;
     const ModelShape& s = r.plan.spec.shape;
     out.push_back({static_cast<double>(r.plan.params.active),
-                   static_cast<double>(r.plan.params.total), static_cast<double>(r.plan.spec.tokens),
-                   static_cast<double>(s.experts), static_cast<double>(s.top_k), 1.0,
-                   *r.final_loss, to_string(s.router), r.key});
+                   static_cast<double>(r.plan.params.total),
+                   static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
+                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key});
   }
   return out;
 }
@@ -359,15 +357,15 @@ FitRecord Database::fit(int64_t id) const {
   sql::Statement s(handle_, fmt::format("{} WHERE f.id = ?1", kFitQuery).c_str());
   s.bind(1, id);
   if (!s.step())
-    throw std::runtime_error(
-        fmt::format("no fit with id {} in {}; `moescale fit` prints the id of each fit", id, path_));
+    throw std::runtime_error(fmt::format(
+        "no fit with id {} in {}; `moescale fit` prints the id of each fit", id, path_));
   return read_fit(s);
 }
 
 std::vector<FitRecord> Database::fits(const std::optional<std::string>& sweep_name) const {
-  sql::Statement s(handle_,
-                   fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery)
-                       .c_str());
+  sql::Statement s(
+      handle_,
+      fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery).c_str());
   s.bind(1, sweep_name);
   std::vector<FitRecord> out;
   while (s.step()) out.push_back(read_fit(s));

@@ -117,9 +117,9 @@ struct FitOptions {
   double delta = 1e-3;  // Huber threshold on log residuals
   int threads = 2;
   // Every start runs at most max_iterations Levenberg-Marquardt steps; the best `polish`
-  // distinct results then run to convergence (at most polish_iterations steps). A start's
-  // basin is clear long before its last digits are, so this costs little and loses nothing
-  // that a start needing more than max_iterations steps to show its basin would not also lose.
+  // distinct results then run to convergence (at most polish_iterations steps). Which basin a
+  // start is in shows long before its last digits settle, so running every start to full
+  // convergence would mostly refine losers (the reference fit is the same either way).
   int max_iterations = 10;
   int polish = 10;
   int polish_iterations = 1000;
@@ -130,7 +130,7 @@ struct FitOptions {
   int holdout_budgets = 1;         // how many of the largest compute budgets to hold out
   double budget_tolerance = 0.25;  // a gap of more than 25% in compute starts a new budget
   std::size_t max_starts = 200000;
-  // Called (serialised) with "grid" / "bootstrap" / "holdout" and done/total counts.
+  // Called (serialised) with "grid" / "polish" / "bootstrap" / "holdout" and done/total counts.
   std::function<void(std::string_view stage, std::size_t done, std::size_t total)> progress;
 };
 

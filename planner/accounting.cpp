@@ -1,10 +1,10 @@
 // Parameter and FLOP accounting: the one place these formulas live.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "planner/planner.h"
 
@@ -28,7 +28,9 @@ Router parse_router(std::string_view name) {
 }
 
 namespace {
-int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+int64_t round_up(int64_t x, int64_t multiple) {
+  return (x + multiple - 1) / multiple * multiple;
+}
 
 void require(bool ok, std::string_view field, std::string_view why) {
   if (!ok) throw std::invalid_argument(fmt::format("{}: {}", field, why));
@@ -84,18 +86,14 @@ ParamCount count_params(const ModelShape& shape) {
   if (s.router == Router::topk) router_per_layer = d * s.experts;
   if (s.router == Router::rmoe) router_per_layer = d * s.router_dim + s.router_dim * s.experts;
 
+  // Layer types repeat, so count one of each instead of walking the layers:
+  // shape searches call this many thousand times.
+  const int64_t moe = s.moe_layers(), dense = s.n_layers - moe;
+  const int64_t common = attention + norms;
   ParamCount c;
-  for (int64_t layer = 0; layer < s.n_layers; ++layer) {
-    const int64_t common = attention + norms;
-    if (s.is_moe_layer(layer)) {
-      c.active += common + s.top_k * expert + router_per_layer;
-      c.total += common + s.experts * expert + router_per_layer;
-      c.router += router_per_layer;
-    } else {
-      c.active += common + expert;
-      c.total += common + expert;
-    }
-  }
+  c.active = s.n_layers * common + dense * expert + moe * (s.top_k * expert + router_per_layer);
+  c.total = s.n_layers * common + dense * expert + moe * (s.experts * expert + router_per_layer);
+  c.router = moe * router_per_layer;
   if (s.router == Router::rmoe && s.moe_layers() > 0) {
     const int64_t p = s.router_dim;
     const int64_t gru = 3 * (p * p + p * p) + 6 * p;  // one GRU cell shared by all layers
@@ -121,15 +119,18 @@ double flops_per_token(const ModelShape& shape) {
   return flops_per_token_6n(s) + attention_scores + head;
 }
 
-double training_compute(double n_active, double tokens) { return 6.0 * n_active * tokens; }
+double training_compute(double n_active, double tokens) {
+  return 6.0 * n_active * tokens;
+}
 
-double tokens_for_compute(double compute, double n_active) { return compute / (6.0 * n_active); }
+double tokens_for_compute(double compute, double n_active) {
+  return compute / (6.0 * n_active);
+}
 
 // Depth may stray up to 2x from the aspect ratio: loss barely depends on it
 // over that range (Kaplan et al. 2020), and small models need the extra
 // sizes between widths. Ties go to the shape nearest the aspect ratio.
-ModelShape shape_for_active_params(double target, const ModelShape& base,
-                                   const ShapeRules& rules) {
+ModelShape shape_for_active_params(double target, const ModelShape& base, const ShapeRules& rules) {
   if (!(target > 0)) throw std::invalid_argument("target parameter count must be positive");
   ModelShape best;
   double best_err = std::numeric_limits<double>::infinity();

@@ -1,12 +1,12 @@
 // Sweep configs (TOML). Every key is checked: unknown keys, wrong types and
 // impossible values are errors that name the key and the file.
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
-
-#include <fmt/format.h>
-#include <toml++/toml.h>
 
 #include "planner/planner.h"
 
@@ -23,8 +23,8 @@ class Section {
     if (!table_) return;
     for (auto&& [key, node] : *table_) {
       if (!known_.count(std::string(key.str())))
-        fail(std::string(key.str()), fmt::format("unknown key; known keys here: {}",
-                                                 fmt::join(known_, ", ")));
+        fail(std::string(key.str()),
+             fmt::format("unknown key; known keys here: {}", fmt::join(known_, ", ")));
     }
   }
 
@@ -118,9 +118,12 @@ void read_sweep(Section& s, SweepConfig& c) {
   if (c.name.empty()) s.fail("name", "is required (a name for this sweep)");
   std::string design = "isoflop";
   s.string("design", design);
-  if (design == "isoflop") c.design = Design::isoflop;
-  else if (design == "grid") c.design = Design::grid;
-  else s.fail("design", fmt::format("'{}' is not a design; use isoflop or grid", design));
+  if (design == "isoflop")
+    c.design = Design::isoflop;
+  else if (design == "grid")
+    c.design = Design::grid;
+  else
+    s.fail("design", fmt::format("'{}' is not a design; use isoflop or grid", design));
   s.numbers("budgets", c.budgets);
   s.integer("points_per_budget", c.points_per_budget, 1);
   s.number("span", c.span);
@@ -187,7 +190,8 @@ void read_train(Section& s, TrainSettings& t) {
   if (t.min_lr_ratio < 0 || t.min_lr_ratio > 1) s.fail("min_lr_ratio", "must be in [0, 1]");
   if (t.warmup_fraction < 0 || t.warmup_fraction >= 1)
     s.fail("warmup_fraction", "must be in [0, 1)");
-  for (auto [key, v] : {std::pair{"weight_decay", t.weight_decay}, {"grad_clip", t.grad_clip},
+  for (auto [key, v] : {std::pair{"weight_decay", t.weight_decay},
+                        {"grad_clip", t.grad_clip},
                         {"aux_loss_weight", t.aux_loss_weight},
                         {"z_loss_weight", t.z_loss_weight}})
     if (v < 0) s.fail(key, "must not be negative");

@@ -1,9 +1,9 @@
 // Sweep designs: IsoFLOP (Chinchilla approach 2) and grid.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <set>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "planner/planner.h"
 

@@ -67,8 +67,7 @@ struct ShapeRules {
 };
 // The real shape whose N_active is closest (in log) to target; `base` gives
 // vocab, seq_len, experts, routing and embeddings.
-ModelShape shape_for_active_params(double target, const ModelShape& base,
-                                   const ShapeRules& rules);
+ModelShape shape_for_active_params(double target, const ModelShape& base, const ShapeRules& rules);
 
 struct TrainSettings {
   int64_t batch_size = 16;  // sequences per step
@@ -115,16 +114,16 @@ struct SweepConfig {
   std::string source_path;  // for error messages
   std::string text;         // the TOML as read
   Design design = Design::isoflop;
-  std::vector<double> budgets;         // isoflop
-  int64_t points_per_budget = 5;       // isoflop
-  double span = 4.0;                   // isoflop: sizes in [N*/span, N*·span]
-  double tokens_per_param = 20;        // isoflop prior optimum
-  std::vector<double> sizes;           // grid: target N_active
-  std::vector<double> token_counts;    // grid
+  std::vector<double> budgets;       // isoflop
+  int64_t points_per_budget = 5;     // isoflop
+  double span = 4.0;                 // isoflop: sizes in [N*/span, N*·span]
+  double tokens_per_param = 20;      // isoflop prior optimum
+  std::vector<double> sizes;         // grid: target N_active
+  std::vector<double> token_counts;  // grid
   std::vector<int64_t> experts{1};
   std::vector<Router> routers{Router::topk};
-  double max_total_compute = 0;        // 0: no limit
-  double device_flops = 2e9;           // achieved FLOP/s, for time estimates
+  double max_total_compute = 0;  // 0: no limit
+  double device_flops = 2e9;     // achieved FLOP/s, for time estimates
   ModelShape base;
   ShapeRules rules;
   TrainSettings train;

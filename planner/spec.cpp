@@ -1,8 +1,8 @@
 // RunSpec: its JSON form (what the database stores) and its stable key.
-#include <stdexcept>
-
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "planner/planner.h"
 

@@ -1,11 +1,11 @@
+#include "db/db.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include "db/db.h"
 
 namespace moescale {
 namespace {
@@ -124,10 +124,11 @@ TEST_F(DbTest, MetricsFinishAndRelease) {
   Database db(path(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   const RunRecord r = *db.claim_run("s", "w");
-  db.record_metric({r.id, 10, 1000, "train", 3.5, 1e-3, 0.01, 5e4, std::nullopt, 1.0, "[[0.5,0.5]]"});
+  db.record_metric(
+      {r.id, 10, 1000, "train", 3.5, 1e-3, 0.01, 5e4, std::nullopt, 1.0, "[[0.5,0.5]]"});
   db.record_metric({r.id, 10, 1000, "train", 3.25, 1e-3, 0.01, 5e4, std::nullopt, 1.0, ""});
-  db.record_metric({r.id, 10, 1000, "val", 3.4, std::nullopt, std::nullopt, std::nullopt, 4.9,
-                    1.0, ""});
+  db.record_metric(
+      {r.id, 10, 1000, "val", 3.4, std::nullopt, std::nullopt, std::nullopt, 4.9, 1.0, ""});
   const auto m = db.metrics(r.id);
   ASSERT_EQ(m.size(), 2u);
   EXPECT_DOUBLE_EQ(db.metrics(r.id, "train").front().loss, 3.25);  // replaced, not duplicated

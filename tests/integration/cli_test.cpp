@@ -18,16 +18,15 @@ router_dim = 16
 )";
 
 TEST_F(CliTest, ModelReportsMixtralCounts) {
-  const Result r = run(
-      "model --vocab 32000 --seq-len 4096 --d-model 4096 --layers 32 --heads 32 --kv-heads 8 "
-      "--ffn 14336 --experts 8 --top-k 2 --untied --json");
+  const Result r =
+      run("model --vocab 32000 --seq-len 4096 --d-model 4096 --layers 32 --heads 32 --kv-heads 8 "
+          "--ffn 14336 --experts 8 --top-k 2 --untied --json");
   ASSERT_EQ(r.status, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["all_params"], 46702792704);
   EXPECT_EQ(j["all_active_params"], 12879925248);
   EXPECT_EQ(j["total_params"].get<int64_t>() + j["embedding_params"].get<int64_t>(), 46702792704);
-  EXPECT_DOUBLE_EQ(j["flops_per_token_6n"].get<double>(),
-                   6.0 * j["active_params"].get<double>());
+  EXPECT_DOUBLE_EQ(j["flops_per_token_6n"].get<double>(), 6.0 * j["active_params"].get<double>());
   EXPECT_GT(j["flops_per_token"].get<double>(), j["flops_per_token_6n"].get<double>());
 }
 

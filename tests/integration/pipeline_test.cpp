@@ -1,5 +1,6 @@
 // The whole pipeline, small: data, plan, train, fit, recommend, report.
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/cli_test.h"
@@ -32,9 +33,9 @@ dir = "markov"
 
 TEST_F(CliTest, PipelineFromDataToReport) {
   write("s.toml", kSweep);
-  const Result data = run(
-      "data prepare --source synthetic:markov:order=1,vocab=16,branching=3,tokens=400000 "
-      "--out markov");
+  const Result data =
+      run("data prepare --source synthetic:markov:order=1,vocab=16,branching=3,tokens=400000 "
+          "--out markov");
   ASSERT_EQ(data.status, 0) << data.err;
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const size_t planned = json::parse(run("runs --json").out).size();

@@ -48,9 +48,11 @@ TEST(Config, ErrorsNameTheKeyAndTheFile) {
   const std::vector<BadCase> cases{
       {"batch_size = 8", "batch_sise = 8", "train.batch_sise in cfg.toml: unknown key"},
       {"batch_size = 8", "batch_size = \"8\"", "train.batch_size in cfg.toml: expected an integer"},
-      {"budgets = [1e11, 3e11]", "budgets = [-1e11]", "sweep.budgets in cfg.toml: values must be positive"},
+      {"budgets = [1e11, 3e11]", "budgets = [-1e11]",
+       "sweep.budgets in cfg.toml: values must be positive"},
       {"top_k = 2", "top_k = 9", "model.top_k in cfg.toml: top_k = 9 exceeds experts = 8"},
-      {"routers = [\"topk\", \"rmoe\"]", "routers = [\"sinkhorn\"]", "sweep.routers in cfg.toml: unknown router"},
+      {"routers = [\"topk\", \"rmoe\"]", "routers = [\"sinkhorn\"]",
+       "sweep.routers in cfg.toml: unknown router"},
       {"[train]", "[trian]", "trian in cfg.toml: unknown section"},
       {"name = \"s\"", "name = \"s", "cfg.toml:3:"},
       {"budgets = [1e11, 3e11]", "", "sweep.budgets in cfg.toml: an isoflop sweep needs budgets"},

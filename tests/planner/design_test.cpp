@@ -1,9 +1,8 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "planner/planner.h"
 
