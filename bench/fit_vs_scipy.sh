@@ -5,17 +5,17 @@
 # objective function (each side evaluates the other's parameters), and ends with
 # "speedup: X" = scipy seconds / moescale seconds, or "speedup: 0" when moescale's optimum is
 # worse than scipy's.
-#   BUILD_DIR (default build-bench), PYTHON (default .venv/bin/python), CSV
+#   BUILD_DIR (default build, the main build), PYTHON (default .venv/bin/python), CSV
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-$root/build-bench}
+build=${BUILD_DIR:-$root/build}
 python=${PYTHON:-$root/.venv/bin/python}
 csv=${CSV:-$(cd "$root/.." && pwd)/shared/data/chinchilla_epoch_svg_extracted.csv}
 [[ -f $csv ]] || { echo "error: no data at $csv; set CSV=path/to/chinchilla_epoch_svg_extracted.csv" >&2; exit 1; }
 [[ -x $python ]] || { echo "error: no Python at $python; run scripts/setup.sh or set PYTHON" >&2; exit 1; }
 
 echo "building fit_bench in $build ..." >&2
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESCALE_TESTS=OFF >/dev/null
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target fit_bench -j2 >/dev/null
 
 echo "moescale: 4,500 starts on 2 threads ..." >&2

@@ -9,12 +9,12 @@
 # Each side runs REPEATS times, alternating, and keeps its best run: other jobs
 # on the machine only ever slow a run down.
 #
-# Environment: BUILD_DIR (default build-bench), THREADS (default: all cores),
+# Environment: BUILD_DIR (default build, the main build), THREADS (default: all cores),
 # STEPS (default 20), WARMUP (untimed steps, default 3), REPEATS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUILD_DIR=${BUILD_DIR:-build-bench}
+BUILD_DIR=${BUILD_DIR:-build}
 THREADS=${THREADS:-$(nproc)}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}

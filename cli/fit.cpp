@@ -14,7 +14,7 @@ namespace {
 
 struct FitArgs {
   std::string db, sweep, law = "chinchilla", holdout = "none", router;
-  std::vector<std::string> grids;
+  std::vector<std::string> grids, bounds;
   std::vector<int64_t> experts;
   int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1;
   double delta = 1e-3;
@@ -25,6 +25,7 @@ fitting::Law choose_law(const FitArgs& a) {
   const bool expression = a.law.find_first_of("+-*/^() ") != std::string::npos;
   fitting::Law law = expression ? fitting::custom_law(a.law) : fitting::builtin_law(a.law);
   for (const std::string& g : a.grids) fitting::set_grid(law, g);
+  for (const std::string& b : a.bounds) fitting::set_bounds(law, b);
   return law;
 }
 
@@ -38,8 +39,8 @@ std::string group_of(const ObservationRecord& o, bool per_group) {
 Groups load_groups(const Database& db, const FitArgs& a) {
   Groups groups;
   for (const ObservationRecord& o : db.observations(a.sweep)) {
-    if (!a.router.empty() && o.router != a.router && !(a.router == "dense" && o.experts == 1))
-      continue;
+    // The dense baseline is every router's E = 1 point, so a router filter keeps it.
+    if (!a.router.empty() && o.router != a.router && o.router != "dense") continue;
     if (!a.experts.empty() && std::find(a.experts.begin(), a.experts.end(),
                                         static_cast<int64_t>(o.experts)) == a.experts.end())
       continue;
@@ -129,7 +130,10 @@ void add_fit_command(CLI::App& app) {
   cmd->add_option("--grid", a->grids,
                   "starting values of a parameter: alpha=0:2:0.5 or "
                   "alpha=0.1,0.3 (repeatable)");
-  cmd->add_option("--router", a->router, "only runs with this router");
+  cmd->add_option("--bound", a->bounds,
+                  "keep a parameter in a range: alpha=0:3, beta=0: "
+                  "(repeatable)");
+  cmd->add_option("--router", a->router, "only runs with this router (and the dense baseline)");
   cmd->add_option("--experts", a->experts, "only runs with these expert counts")->delimiter(',');
   cmd->add_flag("--per-group", a->per_group, "one fit per (router, expert count)");
   cmd->add_option("--exclude-top-loss", a->exclude_top_loss, "drop the K highest losses")

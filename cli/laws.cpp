@@ -1,6 +1,7 @@
 // moescale laws: the built-in scaling laws (configs/laws.toml, compiled in).
 #include <fmt/format.h>
 
+#include <cmath>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -13,7 +14,10 @@ namespace {
 std::string grid_text(const fitting::ParamGrid& g) {
   std::string values;
   for (double v : g.values) values += (values.empty() ? "" : ", ") + fmt::format("{:g}", v);
-  return fmt::format("{} in {{{}}}", g.name, values);
+  std::string bounds;
+  if (std::isfinite(g.lower) || std::isfinite(g.upper))
+    bounds = fmt::format(" (kept in [{:g}, {:g}])", g.lower, g.upper);
+  return fmt::format("{} in {{{}}}{}", g.name, values, bounds);
 }
 
 nlohmann::json law_json(const fitting::Law& law) {
@@ -27,7 +31,13 @@ nlohmann::json law_json(const fitting::Law& law) {
   j["definitions"] = nlohmann::json::object();
   for (const auto& [name, body] : law.definitions) j["definitions"][name] = body;
   j["grid"] = nlohmann::json::object();
-  for (const auto& g : law.grid) j["grid"][g.name] = g.values;
+  j["bounds"] = nlohmann::json::object();
+  for (const auto& g : law.grid) {
+    j["grid"][g.name] = g.values;
+    if (std::isfinite(g.lower) || std::isfinite(g.upper))  // JSON has no infinity: null
+      j["bounds"][g.name] = {std::isfinite(g.lower) ? nlohmann::json(g.lower) : nlohmann::json(),
+                             std::isfinite(g.upper) ? nlohmann::json(g.upper) : nlohmann::json()};
+  }
   j["params"] = nlohmann::json::array();
   for (const auto& r : law.reported)
     j["params"].push_back({{"name", r.name}, {"value", r.expression}});

@@ -98,9 +98,12 @@ Figure isoflop_figure(const SweepData& d) {
       "isoflop", "IsoFLOP curves: final validation loss against model size, per budget", {}, 3};
   bool minimum_titled = false;
   for (const Group& g : d.groups) {
-    Panel p{
-        g.label, "N_active (non-embedding parameters)", "final val loss (nats/token)", true, false,
-        {}};
+    Panel p{g.label,
+            "N_{active} (non-embedding parameters)",
+            "final val loss (nats/token)",
+            true,
+            false,
+            {}};
     double lo = INFINITY, hi = 0;
     for (double b : d.budgets) {
       Series s(fmt::format("C = {:.1e} FLOPs", b), "points", static_cast<int>(budget_index(d, b)));
@@ -138,8 +141,8 @@ Figure frontier_figure(const SweepData& d, double report_budget) {
            "Compute-optimal frontier: fitted (lines) and best run per budget (points)",
            {},
            2};
-  Panel n{"N_opt", "training compute C = 6ND (FLOPs)", "N_active (parameters)", true, true, {}};
-  Panel t{"D_opt", "training compute C = 6ND (FLOPs)", "training tokens D", true, true, {}};
+  Panel n{"N_{opt}", "training compute C = 6ND (FLOPs)", "N_{active} (parameters)", true, true, {}};
+  Panel t{"D_{opt}", "training compute C = 6ND (FLOPs)", "training tokens D", true, true, {}};
   int color = 0;
   for (const Group& g : d.groups) {
     if (g.fit && !d.budgets.empty()) {

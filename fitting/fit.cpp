@@ -94,6 +94,7 @@ class AllPointsCost final : public ceres::CostFunction {
 struct Data {
   std::vector<Point> points;
   std::vector<double> log_loss;
+  std::vector<double> lower, upper;  // per parameter, in program order
 };
 
 Data make_data(const std::vector<Observation>& obs) {
@@ -129,6 +130,10 @@ class StartSolver {
     }
     cost_ = std::make_unique<AllPointsCost>(program, points, log_loss, options.delta);
     problem_->AddResidualBlock(cost_.get(), nullptr, x_.data());
+    for (int i = 0; i < static_cast<int>(data.lower.size()); ++i) {
+      if (std::isfinite(data.lower[i])) problem_->SetParameterLowerBound(x_.data(), i, data.lower[i]);
+      if (std::isfinite(data.upper[i])) problem_->SetParameterUpperBound(x_.data(), i, data.upper[i]);
+    }
     solver_options_.linear_solver_type = ceres::DENSE_QR;
     solver_options_.max_num_iterations = max_iterations;
     solver_options_.logging_type = ceres::SILENT;
@@ -142,6 +147,8 @@ class StartSolver {
 
   Outcome run(const std::vector<double>& start) {
     std::copy(start.begin(), start.end(), x_.begin());
+    for (std::size_t i = 0; i < data_.lower.size(); ++i)  // Ceres needs a feasible start
+      x_[i] = std::clamp(x_[i], data_.lower[i], data_.upper[i]);
     Outcome out;
     ceres::Solver::Summary summary;
     ceres::Solve(solver_options_, problem_.get(), &summary);
@@ -468,7 +475,11 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   const Expression expr = law.compiled();
   const Program& program = expr.program();
   check_sizes(law, observations.size(), program.params.size(), "the data");
-  const Data data = make_data(observations);
+  Data data = make_data(observations);
+  for (const ParamGrid& g : law.grid) {  // law.grid is in expression (= program) order
+    data.lower.push_back(g.lower);
+    data.upper.push_back(g.upper);
+  }
   const BestFit best = fit_grid(law, program, data, all_rows(data.points.size()), options, "grid");
 
   FitResult result;
@@ -550,6 +561,13 @@ std::string to_json(const FitResult& r) {
   return j.dump();
 }
 
+namespace {
+// JSON has no infinity or NaN: nlohmann writes them as null, so read null back as NaN.
+double number(const nlohmann::json& v) {
+  return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+}
+}  // namespace
+
 FitResult fit_result_from_json(std::string_view text) {
   try {
     const auto j = nlohmann::json::parse(text);
@@ -569,10 +587,12 @@ FitResult fit_result_from_json(std::string_view text) {
     r.bootstrap = j.value("bootstrap", 0);
     r.confidence = j.value("confidence", 0.0);
     for (const auto& [name, iv] : j.at("intervals").items())
-      r.intervals[name] = {iv.at("lo"), iv.at("hi"), iv.at("sd")};
+      r.intervals[name] = {number(iv.at("lo")), number(iv.at("hi")), number(iv.at("sd"))};
     if (j.contains("bootstrap_samples"))
-      r.bootstrap_samples =
-          j.at("bootstrap_samples").get<std::vector<std::map<std::string, double>>>();
+      for (const auto& sample : j.at("bootstrap_samples")) {
+        auto& params = r.bootstrap_samples.emplace_back();
+        for (const auto& [name, v] : sample.items()) params[name] = number(v);
+      }
     if (j.contains("holdout") && !j.at("holdout").is_null()) {
       const auto& h = j.at("holdout");
       r.holdout =

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +84,10 @@ inline constexpr int kMaxParams = 16;  // Jet size limit of the fitter
 struct ParamGrid {
   std::string name;
   std::vector<double> values;  // starting values
+  // The fit stays within [lower, upper]: exponents of these laws are positive by their
+  // meaning, and small noisy sweeps otherwise drift to nonsense such as negative alpha.
+  double lower = -std::numeric_limits<double>::infinity();
+  double upper = std::numeric_limits<double>::infinity();
 };
 struct ReportedParam {
   std::string name;        // e.g. "E"
@@ -110,6 +115,8 @@ const Law& builtin_law(std::string_view name);  // throws listing the known name
 Law custom_law(std::string_view expression, std::string name = "custom");
 // "alpha=0:2:0.5" (from:to:step, inclusive) or "alpha=0.1,0.3,1"; throws on unknown names.
 void set_grid(Law& law, std::string_view spec);
+// "alpha=0:3" (either end may be empty): the fit keeps alpha in [0, 3].
+void set_bounds(Law& law, std::string_view spec, const std::string& where = "--bound");
 
 // ---------------------------------------------------------------- fitting
 enum class Holdout { none, largest_compute };

@@ -95,9 +95,9 @@ std::vector<std::string> string_list(const toml::table& t, std::string_view key,
 }
 
 // Fills in defaults and checks that grid, reports and expression agree.
-void finish_law(Law& law, const std::string& where) {
-  const Expression e =
-      Expression::parse(law.expression, fmt::format("{}: law", where), law.definitions);
+// `what` prefixes the expression in parse errors: `law "E0 + (a": expected ...`.
+void finish_law(Law& law, const std::string& where, const std::string& what) {
+  const Expression e = Expression::parse(law.expression, what, law.definitions);
   std::vector<ParamGrid> ordered;
   for (const auto& p : e.params()) {
     const auto it = std::find_if(law.grid.begin(), law.grid.end(),
@@ -147,7 +147,8 @@ Law parse_law(const toml::table& t, const std::string& source, std::size_t index
     auto [name, expr] = split_assignment(r, where + " report");
     law.reported.push_back({name, expr});
   }
-  finish_law(law, where);
+  finish_law(law, where, fmt::format("{}: law", where));
+  for (const auto& b : string_list(t, "bounds", where)) set_bounds(law, b, where + " bounds");
   return law;
 }
 
@@ -219,8 +220,30 @@ Law custom_law(std::string_view expression, std::string name) {
   law.title = "user expression";
   law.formula = std::string(expression);
   law.expression = std::string(expression);
-  finish_law(law, fmt::format("law \"{}\"", law.name));
+  finish_law(law, "--law", "law");
   return law;
+}
+
+void set_bounds(Law& law, std::string_view spec, const std::string& where) {
+  auto [name, range] = split_assignment(spec, where);
+  const auto it = std::find_if(law.grid.begin(), law.grid.end(),
+                               [&](const ParamGrid& g) { return g.name == name; });
+  if (it == law.grid.end())
+    throw std::invalid_argument(fmt::format(
+        "{}: \"{}\" is not a parameter of law \"{}\"", where, name, law.name));
+  const auto colon = range.find(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no colon");
+    const std::string lo = range.substr(0, colon), hi = range.substr(colon + 1);
+    if (!lo.empty()) it->lower = std::stod(lo);
+    if (!hi.empty()) it->upper = std::stod(hi);
+  } catch (const std::exception&) {
+    throw std::invalid_argument(fmt::format(
+        "{}: \"{}\" is not a range; write {}=LOW:HIGH (either may be empty)", where, spec, name));
+  }
+  if (!(it->lower < it->upper))
+    throw std::invalid_argument(fmt::format("{}: empty range for {}", where, name));
+  for (double& v : it->values) v = std::clamp(v, it->lower, it->upper);
 }
 
 void set_grid(Law& law, std::string_view spec) {

@@ -144,6 +144,8 @@ ModelShape shape_for_active_params(double target, const ModelShape& base, const 
     const double ideal = s.d_model / rules.aspect_ratio;
     const int64_t lo = std::max({rules.min_layers, base.moe_every, int64_t(std::floor(ideal / 2))});
     const int64_t hi = std::min(rules.max_layers, std::max(lo, int64_t(std::ceil(ideal * 2))));
+    s.n_layers = lo;  // wider models only grow: stop once the shallowest is far too big
+    if (count_params(s).active > 4 * target && std::isfinite(best_err)) break;
     for (s.n_layers = lo; s.n_layers <= hi; ++s.n_layers) {
       const double size_err = std::abs(std::log(count_params(s).active / target));
       const double aspect_err = std::abs(std::log(s.n_layers / std::max(ideal, 1.0)));

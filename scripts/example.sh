@@ -19,9 +19,9 @@ $m runs --sweep "$sweep"
 
 echo
 $m fit --sweep "$sweep" --law chinchilla --per-group --bootstrap 50 --quiet
-$m fit --sweep "$sweep" --law clark2022 --router topk --holdout largest-compute --quiet
-moe_fit=$($m fit --sweep "$sweep" --law clark2022 --router topk --json --quiet |
-  .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["fit_id"])')
+$m fit --sweep "$sweep" --law yun2024 --router topk --holdout largest-compute --quiet |
+  tee out/moe_fit.txt
+moe_fit=$(awk '/^fit /{print $2; exit}' out/moe_fit.txt)
 
 largest=$($m plan --config "$config" --dry-run --json |
   .venv/bin/python -c 'import json,sys; print(max(r["budget"] for r in json.load(sys.stdin)["runs"]))')

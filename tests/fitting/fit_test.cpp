@@ -211,3 +211,25 @@ TEST(Fit, CustomLawMatchesCatalogueLaw) {
 
 }  // namespace
 }  // namespace moescale::fitting
+
+namespace moescale::fitting {
+namespace {
+
+TEST(Fit, StaysWithinBounds) {
+  Law law = builtin_law("chinchilla");
+  for (const ParamGrid& g : law.grid)  // the catalogue bounds the exponents only
+    EXPECT_EQ(g.upper, g.name == "alpha" || g.name == "beta" ? 3.0 : INFINITY) << g.name;
+  set_bounds(law, "alpha=0.5:0.6");
+  set_grid(law, "alpha=0.5,0.6");
+  const FitResult r = fit_law(law, chinchilla_points());
+  EXPECT_GE(r.params.at("alpha"), 0.5 - 1e-12);
+  EXPECT_LE(r.params.at("alpha"), 0.6 + 1e-12);
+  // The unbounded optimum (alpha = 0.347) is outside, so the fit is worse than the reference.
+  EXPECT_GT(r.objective, 0.00101828);
+  EXPECT_THROW(set_bounds(law, "alpha=1:0"), std::invalid_argument);
+  EXPECT_THROW(set_bounds(law, "zeta=0:1"), std::invalid_argument);
+  EXPECT_THROW(set_bounds(law, "alpha=low"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace moescale::fitting

@@ -11,7 +11,7 @@ using nlohmann::json;
 
 const char* kSweep = R"([sweep]
 name = "pipe"
-budgets = [4e8, 1.2e9]
+budgets = [4e8, 1.2e9, 3.6e9]
 points_per_budget = 3
 span = 2.5
 experts = [1, 4]
@@ -60,7 +60,7 @@ TEST_F(CliTest, PipelineFromDataToReport) {
   const json fits = json::parse(fit.out);
   ASSERT_EQ(fits.size(), 3u);  // dense, topk E=4, rmoe E=4
   for (const json& f : fits) {
-    EXPECT_EQ(f["n_points"], 6);
+    EXPECT_GE(f["n_points"], 7);
     EXPECT_GT(f["params"]["alpha"].get<double>(), 0);
   }
   const Result rec = run(fmt::format("recommend --fit {} --budget 1e10 --experts 1,4 --json",
