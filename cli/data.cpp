@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -15,7 +16,7 @@ namespace {
 
 struct DataArgs {
   DataPrepareOptions options;
-  bool json = false;
+  bool json = false, quiet = false;
 };
 
 void print_summary(const DataSummary& s) {
@@ -79,9 +80,12 @@ void add_prepare(CLI::App& data) {
   cmd->add_option("--tokens", o.markov.tokens, "markov: tokens to sample (train + val)")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print the summary as JSON");
+  cmd->add_flag("-q,--quiet", args->quiet, "no progress");
   cmd->callback([args] {
-    const DataSummary s = prepare_data(
-        args->options, [](std::string_view line) { fmt::print(stderr, "data: {}\n", line); });
+    std::function<void(std::string_view)> progress;
+    if (!args->quiet)
+      progress = [](std::string_view line) { fmt::print(stderr, "data: {}\n", line); };
+    const DataSummary s = prepare_data(args->options, progress);
     if (args->json)
       fmt::print("{}\n", summary_json(s).dump(2));
     else

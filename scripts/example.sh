@@ -29,5 +29,3 @@ budget=$(.venv/bin/python -c "print(10 * $largest)")
 echo
 $m recommend --fit "$moe_fit" --budget "$budget" --experts 1,4,8
 $m report --sweep "$sweep" --out out/report --budget "$budget"
-echo
-echo "report: out/report/report.md"

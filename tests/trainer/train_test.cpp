@@ -11,27 +11,14 @@
 
 #include <fmt/format.h>
 
+#include "tests/temp_dir.h"
 #include "trainer/trainer.h"
 
 namespace moescale {
 namespace {
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            fmt::format("moescale-train-test-{}-{}", ::getpid(), counter_++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string str(const std::string& name = "") const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-  static inline int counter_ = 0;
-};
+using moescale::testing::TempDir;
 
 class RecordingSink : public MetricSink {
  public:
