@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::RuntimeError& e) {
     return e.get_exit_code();  // a subcommand's own status, already explained on stderr
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // usage errors
+    // --help and --version exit 0; usage errors exit 2, like ripgrep and getopt tools.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "error: {}\n", e.what());

@@ -27,7 +27,7 @@ struct TrainArgs {
   std::string db, sweep, device = "auto", data, checkpoints;
   int64_t run_id = 0;
   int max_runs = 0, threads = 0;
-  bool quiet = false;
+  bool quiet = false, retry_failed = false;
 };
 
 // Progress for one run, with an ETA for the run and for what is left of the sweep.
@@ -127,9 +127,12 @@ bool train_claimed(Database& db, RunRecord run, const TrainArgs& a) {
   try {
     result = train_run(run.plan.spec, options, sink);
   } catch (const std::exception& e) {
+    // Stop here: an error that hit one run most likely hits the next ones too.
     db.finish_run(run.id, RunStatus::failed, std::nullopt, 0, run.steps_done, e.what());
-    fmt::print(stderr, "run #{} failed: {}\n", run.id, e.what());
-    return true;
+    throw std::runtime_error(fmt::format(
+        "run #{} failed: {}; it is marked failed (retry with `moescale train --sweep {} "
+        "--retry-failed`)",
+        run.id, e.what(), run.sweep));
   }
   switch (result.outcome) {
     case TrainOutcome::done:
@@ -155,7 +158,8 @@ bool train_claimed(Database& db, RunRecord run, const TrainArgs& a) {
 
 int run_train(const TrainArgs& a) {
   Database db(default_database_path(a.db), Database::Mode::must_exist);
-  db.sweep(a.sweep);  // a clear error for an unknown sweep
+  db.sweep(a.sweep);         // a clear error for an unknown sweep
+  resolve_device(a.device);  // and for a device this build or machine lacks
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   const std::string worker = worker_name();
@@ -163,7 +167,7 @@ int run_train(const TrainArgs& a) {
   if (a.run_id > 0) only = a.run_id;
   int trained = 0;
   while (a.max_runs == 0 || trained < a.max_runs) {
-    auto run = db.claim_run(a.sweep, worker, only);
+    auto run = db.claim_run(a.sweep, worker, only, 600, a.retry_failed);
     if (!run) break;
     if (!train_claimed(db, *run, a)) return 130;
     ++trained;
@@ -174,9 +178,7 @@ int run_train(const TrainArgs& a) {
         fmt::format("run {} of sweep '{}' is not planned (see `moescale runs --sweep {}`)", *only,
                     a.sweep, a.sweep));
   if (!a.quiet) fmt::print(stderr, "trained {} run{}\n", trained, trained == 1 ? "" : "s");
-  int failed = 0;
-  for (const RunRecord& r : db.runs(a.sweep, RunStatus::failed)) failed += r.worker == worker;
-  return failed > 0 ? 1 : 0;
+  return 0;
 }
 
 }  // namespace
@@ -198,6 +200,7 @@ void add_train_command(CLI::App& app) {
       ->default_str("checkpoints/ next to the database");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)")->default_val(0);
   cmd->add_option("--db", args->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  cmd->add_flag("--retry-failed", args->retry_failed, "also train runs that failed before");
   cmd->add_flag("-q,--quiet", args->quiet, "no progress lines");
   cmd->callback([args] {
     const int status = run_train(*args);

@@ -102,10 +102,11 @@ class Database {
 
   // Atomically moves one run (the given one, or the first planned one of the
   // sweep; running runs whose heartbeat is older than stale_seconds count as
-  // planned) to running for this worker. Empty when nothing is left.
+  // planned, and so do failed runs with retry_failed) to running for this
+  // worker. Empty when nothing is left.
   std::optional<RunRecord> claim_run(const std::string& sweep, const std::string& worker,
                                      std::optional<int64_t> run_id = std::nullopt,
-                                     double stale_seconds = 600);
+                                     double stale_seconds = 600, bool retry_failed = false);
   void record_metric(const MetricRecord& m);  // also refreshes the heartbeat
   void finish_run(int64_t run_id, RunStatus status, std::optional<double> final_loss,
                   double wall_seconds, int64_t steps_done, const std::string& error);

@@ -174,19 +174,21 @@ RunRecord Database::run(int64_t id) const {
 
 std::optional<RunRecord> Database::claim_run(const std::string& sweep_name,
                                              const std::string& worker,
-                                             std::optional<int64_t> run_id, double stale_seconds) {
+                                             std::optional<int64_t> run_id, double stale_seconds,
+                                             bool retry_failed) {
   Transaction tx(handle_);
   const SweepRecord sw = sweep(sweep_name);
-  sql::Statement pick(handle_,
-                      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
-                      "(status = 'planned' OR (status = 'running' AND "
-                      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
-                      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
-  pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds);
+  sql::Statement pick(
+      handle_,
+      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
+      "(status = 'planned' OR (?4 AND status = 'failed') OR (status = 'running' AND "
+      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
+      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
+  pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds).bind(4, retry_failed ? 1 : 0);
   if (!pick.step()) return std::nullopt;
   const int64_t id = pick.integer(0);
   sql::Statement(handle_, fmt::format("UPDATE runs SET status = 'running', worker = ?1, "
-                                      "heartbeat = {0}, started_at = {0} WHERE id = ?2",
+                                      "heartbeat = {0}, started_at = {0}, error = '' WHERE id = ?2",
                                       kNow)
                               .c_str())
       .bind(1, worker)

@@ -1,4 +1,5 @@
 // The training loop: schedule, evaluation, checkpoints, divergence and stop handling.
+#include <fmt/format.h>
 #include <malloc.h>
 
 #include <chrono>
@@ -8,8 +9,6 @@
 #include <numbers>
 #include <stdexcept>
 #include <thread>
-
-#include <fmt/format.h>
 
 #ifdef MOESCALE_HAVE_CUDA
 #include <ATen/autocast_mode.h>
@@ -348,6 +347,10 @@ TrainResult Trainer::run() {
 }
 
 }  // namespace
+
+std::string resolve_device(const std::string& name) {
+  return select_device(name).str();
+}
 
 TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink) {
   keep_large_blocks_in_heap();

@@ -147,4 +147,8 @@ struct TrainResult {
 // options.checkpoint_dir/checkpoint.pt when it holds a checkpoint of this run.
 TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink);
 
+// The torch name of a TrainOptions::device ("cpu", "cuda:0"); throws, saying what to
+// use instead, when this build or machine cannot train on it.
+std::string resolve_device(const std::string& name);
+
 }  // namespace moescale

@@ -118,6 +118,14 @@ TEST_F(DbTest, ClaimsEachRunOnceAndReclaimsStaleOnes) {
   EXPECT_FALSE(db.claim_run("s", "a"));
   // A worker that stopped sending heartbeats loses its run.
   EXPECT_TRUE(db.claim_run("s", "c", *claimed.begin(), -1.0));
+  // Failed runs come back only when asked for.
+  const int64_t id = *claimed.rbegin();
+  db.finish_run(id, RunStatus::failed, std::nullopt, 0, 0, "boom");
+  EXPECT_FALSE(db.claim_run("s", "a", id));
+  const auto retried = db.claim_run("s", "a", id, 600, true);
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(retried->status, RunStatus::running);
+  EXPECT_EQ(retried->error, "");
 }
 
 TEST_F(DbTest, MetricsFinishAndRelease) {

@@ -35,7 +35,8 @@ TEST_F(CliTest, ModelRejectsImpossibleShapes) {
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.err.rfind("error: --d-model", 0), 0u) << r.err;
   EXPECT_TRUE(r.out.empty());
-  EXPECT_NE(run("model --vocab 256").status, 0);  // missing required flags: usage error
+  EXPECT_EQ(run("model --vocab 256").status, 2);  // missing required flags: usage error
+  EXPECT_EQ(run("model --help").status, 0);
 }
 
 TEST_F(CliTest, PlanTwiceAddsNothingAndRunsListsThem) {
@@ -79,6 +80,20 @@ TEST_F(CliTest, DryRunAndBadConfigsCreateNoDatabase) {
   const Result r = run("runs");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("no moescale database"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, TrainOnAMissingDeviceOrDataChangesNoRun) {
+  write("s.toml", kSweep);
+  ASSERT_EQ(run("plan --config s.toml").status, 0);
+  const Result device = run("train --sweep t --device cuda:3");
+  EXPECT_EQ(device.status, 1);
+  EXPECT_NE(device.err.find("error: device cuda:3"), std::string::npos) << device.err;
+  const Result data = run("train --sweep t");  // the sweep's data folder does not exist
+  EXPECT_EQ(data.status, 1);
+  EXPECT_NE(data.err.find("moescale data prepare"), std::string::npos) << data.err;
+  EXPECT_EQ(json::parse(run("runs --status planned --json").out).size(),
+            json::parse(run("runs --json").out).size());
+  EXPECT_NE(run("train --sweep nope").err.find("no sweep named 'nope'"), std::string::npos);
 }
 
 TEST_F(CliTest, ForeignDatabaseIsRefused) {
