@@ -8,6 +8,34 @@
 
 namespace moescale::cli {
 
+void add_db_option(CLI::App* cmd, std::string& path) {
+  cmd->add_option("--db", path, "database file")->default_str("$MOESCALE_DB or moescale.db");
+}
+
+std::string fit_group_name(const std::string& router, double experts) {
+  return fmt::format("router={},E={:g}", router, experts);
+}
+
+nlohmann::json planned_run_json(const PlannedRun& r) {
+  const ModelShape& s = r.spec.shape;
+  return {{"key", r.spec.key()},
+          {"router", to_string(s.router)},
+          {"experts", s.experts},
+          {"top_k", s.top_k},
+          {"d_model", s.d_model},
+          {"layers", s.n_layers},
+          {"heads", s.n_heads},
+          {"ffn", s.ffn_hidden},
+          {"active_params", r.params.active},
+          {"total_params", r.params.total},
+          {"tokens", r.spec.tokens},
+          {"steps", r.spec.steps()},
+          {"budget", r.budget},
+          {"compute_6n", r.compute_6n},
+          {"compute", r.compute_full},
+          {"est_seconds", r.est_seconds}};
+}
+
 std::string human_count(double n) {
   const char* suffix[] = {"", "K", "M", "B", "T"};
   int i = 0;

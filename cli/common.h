@@ -1,12 +1,27 @@
-// Small output helpers shared by the subcommands: aligned tables and
-// human-readable numbers. No maths here.
+// Small helpers shared by the subcommands: aligned tables, human-readable
+// numbers, the --db option, names and JSON that several commands must agree on.
+// No maths here.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "planner/planner.h"
+
 namespace moescale::cli {
+
+// --db PATH; empty means $MOESCALE_DB or moescale.db (default_database_path).
+void add_db_option(CLI::App* cmd, std::string& path);
+
+// The group a `fit --per-group` fit is stored under, e.g. "router=topk,E=4";
+// `report` finds each group's fit by this name.
+std::string fit_group_name(const std::string& router, double experts);
+
+// A planned run's shape and accounting, as `plan --json` and `runs --json` print it.
+nlohmann::json planned_run_json(const PlannedRun& r);
 
 // "1.23M", "45.6K", "7.1B": parameter and token counts for people.
 std::string human_count(double n);

@@ -33,7 +33,7 @@ using Groups = std::map<std::string, std::vector<fitting::Observation>>;
 
 std::string group_of(const ObservationRecord& o, bool per_group) {
   if (!per_group) return "all";
-  return fmt::format("router={},E={:g}", o.router.empty() ? "imported" : o.router, o.experts);
+  return fit_group_name(o.router.empty() ? "imported" : o.router, o.experts);
 }
 
 Groups load_groups(const Database& db, const FitArgs& a) {
@@ -148,7 +148,7 @@ void add_fit_command(CLI::App& app) {
       ->default_val(1);
   cmd->add_option("--delta", a->delta, "Huber threshold on log residuals")->default_val(1e-3);
   cmd->add_option("--threads", a->threads, "threads for the multi-start search")->default_val(2);
-  cmd->add_option("--db", a->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, a->db);
   cmd->add_flag("--json", a->json, "print JSON (an array with --per-group)");
   cmd->add_flag("-q,--quiet", a->quiet, "no progress");
   cmd->callback([a] { run_fit(*a); });

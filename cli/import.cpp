@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -62,7 +63,7 @@ void add_import_command(CLI::App& app) {
                   "(tokens) or C (compute, D = C/(6N)), E, K, G and loss; N, loss and D or C "
                   "are required")
       ->required();
-  cmd->add_option("--db", args->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, args->db);
   cmd->add_flag("--json", args->json, "print JSON");
   cmd->callback([args] { run_import(*args); });
 }

@@ -16,26 +16,6 @@ struct PlanArgs {
   bool dry_run = false, json = false;
 };
 
-nlohmann::json run_json(const PlannedRun& r) {
-  const ModelShape& s = r.spec.shape;
-  return {{"key", r.spec.key()},
-          {"router", to_string(s.router)},
-          {"experts", s.experts},
-          {"top_k", s.top_k},
-          {"d_model", s.d_model},
-          {"layers", s.n_layers},
-          {"heads", s.n_heads},
-          {"ffn", s.ffn_hidden},
-          {"active_params", r.params.active},
-          {"total_params", r.params.total},
-          {"tokens", r.spec.tokens},
-          {"steps", r.spec.steps()},
-          {"budget", r.budget},
-          {"compute_6n", r.compute_6n},
-          {"compute", r.compute_full},
-          {"est_seconds", r.est_seconds}};
-}
-
 std::string plan_table(const std::vector<PlannedRun>& runs) {
   Table t({"budget", "router", "E", "k", "d", "L", "N_active", "N_total", "tokens", "steps",
            "C=6ND", "est. time"});
@@ -73,7 +53,7 @@ void run_plan(const PlanArgs& a) {
                      {"dry_run", a.dry_run},
                      {"added", saved.added},
                      {"already_planned", saved.existing}};
-    for (const PlannedRun& r : runs) j["runs"].push_back(run_json(r));
+    for (const PlannedRun& r : runs) j["runs"].push_back(planned_run_json(r));
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -94,7 +74,7 @@ void add_plan_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "plan", "Plan a sweep from a TOML config and record its runs in the database.");
   cmd->add_option("--config", args->config, "sweep config (see configs/)")->required();
-  cmd->add_option("--db", args->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, args->db);
   cmd->add_flag("--dry-run", args->dry_run, "print the plan, write nothing");
   cmd->add_flag("--json", args->json, "print JSON");
   cmd->callback([args] { run_plan(*args); });

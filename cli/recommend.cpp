@@ -111,7 +111,7 @@ void add_recommend_command(CLI::App& app) {
       ->default_val(1024);
   cmd->add_option("--output-tokens", a->output_tokens, "generated tokens per request")
       ->default_val(256);
-  cmd->add_option("--db", a->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, a->db);
   cmd->add_flag("--json", a->json, "print JSON");
   cmd->callback([a] { run_recommend(*a); });
 }

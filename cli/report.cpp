@@ -55,7 +55,7 @@ SweepData load(const Database& db, const std::string& sweep) {
     Group& g = groups[{s.experts, to_string(s.router)}];
     g.router = to_string(s.router);
     g.experts = s.experts;
-    g.name = fmt::format("router={},E={}", g.router, g.experts);
+    g.name = fit_group_name(g.router, static_cast<double>(g.experts));
     g.label = s.experts == 1 ? "dense" : fmt::format("{}, E={}", g.router, g.experts);
     g.runs.push_back(r);
     if (r.plan.budget > 0) budgets.insert(r.plan.budget);
@@ -81,10 +81,14 @@ fitting::Observation point(const Group& g, double n, double tokens) {
   return {n, n, tokens, static_cast<double>(g.experts), g.experts > 1 ? 2.0 : 1.0, 1.0, 0, ""};
 }
 
-fitting::Choice optimum(const Group& g, double budget) {
+fitting::Choice optimum(const fitting::FitResult& fit, int64_t experts, double budget) {
   fitting::RecommendOptions o;
   o.budget = budget;
-  return fitting::loss_optimal_choice(*g.fit, budget, g.experts, o);
+  return fitting::loss_optimal_choice(fit, budget, experts, o);
+}
+
+fitting::Choice optimum(const Group& g, double budget) {
+  return optimum(*g.fit, g.experts, budget);
 }
 
 std::vector<double> log_space(double lo, double hi, int n) {
@@ -244,9 +248,7 @@ LossAt loss_at(const Group& g, double budget) {
   for (const auto& params : g.fit->bootstrap_samples) {
     fitting::FitResult sample = *g.fit;
     sample.fitted = params;
-    fitting::RecommendOptions o;
-    o.budget = budget;
-    samples.push_back(fitting::loss_optimal_choice(sample, budget, g.experts, o).loss);
+    samples.push_back(optimum(sample, g.experts, budget).loss);
   }
   if (samples.size() >= 10) {
     std::sort(samples.begin(), samples.end());
@@ -337,14 +339,16 @@ std::string recommendation_table(const SweepData& d, double budget) {
       "| | router | E | N_active | tokens | tokens/param | predicted loss |\n"
       "|---|---|---|---|---|---|---|\n",
       budget);
-  const Group* best = nullptr;
+  std::vector<std::pair<const Group*, fitting::Choice>> rows;
   for (const Group& g : d.groups)
-    if (g.fit && (!best || optimum(g, budget).loss < optimum(*best, budget).loss)) best = &g;
-  for (const Group& g : d.groups) {
-    if (!g.fit) continue;
-    const fitting::Choice c = optimum(g, budget);
+    if (g.fit) rows.emplace_back(&g, optimum(g, budget));
+  const auto best = std::min_element(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return a.second.loss < b.second.loss;
+  });
+  for (auto it = rows.begin(); it != rows.end(); ++it) {
+    const auto& [g, c] = *it;
     out += fmt::format("| {} | {} | {} | {} | {} | {:.1f} | {:.4f} |\n",
-                       &g == best ? "**best**" : "", g.router, g.experts, human_count(c.n_active),
+                       it == best ? "**best**" : "", g->router, g->experts, human_count(c.n_active),
                        human_count(c.tokens), c.tokens / c.n_active, c.loss);
   }
   return out;
@@ -441,7 +445,7 @@ void add_report_command(CLI::App& app) {
   cmd->add_option("--out", a->out, "folder for report.md and the figures")->required();
   cmd->add_option("--budget", a->budget, "budget for the recommendation table (FLOPs)")
       ->default_str("10x the largest planned budget");
-  cmd->add_option("--db", a->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, a->db);
   cmd->add_flag("-q,--quiet", a->quiet, "no progress");
   cmd->callback([a] { run_report(*a); });
 }

@@ -16,28 +16,16 @@ struct RunsArgs {
 };
 
 nlohmann::json run_json(const RunRecord& r) {
-  const ModelShape& s = r.plan.spec.shape;
-  nlohmann::json j{{"id", r.id},
-                   {"sweep", r.sweep},
-                   {"key", r.key},
-                   {"status", to_string(r.status)},
-                   {"router", to_string(s.router)},
-                   {"experts", s.experts},
-                   {"top_k", s.top_k},
-                   {"d_model", s.d_model},
-                   {"layers", s.n_layers},
-                   {"active_params", r.plan.params.active},
-                   {"total_params", r.plan.params.total},
-                   {"tokens", r.plan.spec.tokens},
-                   {"steps", r.plan.spec.steps()},
-                   {"steps_done", r.steps_done},
-                   {"budget", r.plan.budget},
-                   {"compute_6n", r.plan.compute_6n},
-                   {"est_seconds", r.plan.est_seconds},
-                   {"worker", r.worker},
-                   {"started_at", r.started_at},
-                   {"finished_at", r.finished_at},
-                   {"error", r.error}};
+  nlohmann::json j = planned_run_json(r.plan);
+  j.update({{"id", r.id},
+            {"sweep", r.sweep},
+            {"key", r.key},
+            {"status", to_string(r.status)},
+            {"steps_done", r.steps_done},
+            {"worker", r.worker},
+            {"started_at", r.started_at},
+            {"finished_at", r.finished_at},
+            {"error", r.error}});
   j["final_loss"] = r.final_loss ? nlohmann::json(*r.final_loss) : nlohmann::json();
   j["wall_seconds"] = r.wall_seconds ? nlohmann::json(*r.wall_seconds) : nlohmann::json();
   return j;
@@ -79,7 +67,7 @@ void run_runs(const RunsArgs& a) {
 void add_runs_command(CLI::App& app) {
   auto args = std::make_shared<RunsArgs>();
   CLI::App* cmd = app.add_subcommand("runs", "List planned and finished runs.");
-  cmd->add_option("--db", args->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, args->db);
   cmd->add_option("--sweep", args->sweep, "only this sweep");
   cmd->add_option("--status", args->status, "only runs with this status")
       ->check(CLI::IsMember({"planned", "running", "done", "failed", "diverged"}));

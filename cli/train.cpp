@@ -199,7 +199,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--checkpoints", args->checkpoints, "checkpoint folder")
       ->default_str("checkpoints/ next to the database");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)")->default_val(0);
-  cmd->add_option("--db", args->db, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  add_db_option(cmd, args->db);
   cmd->add_flag("--retry-failed", args->retry_failed, "also train runs that failed before");
   cmd->add_flag("-q,--quiet", args->quiet, "no progress lines");
   cmd->callback([args] {
