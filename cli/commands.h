@@ -1,5 +1,6 @@
 // One function per subcommand: each adds its subcommand to the app. The
 // subcommand's callback does the work and throws on errors (main prints them).
+// `train` is built into moescale-train, the others into moescale (cli/main.cpp).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -16,5 +17,6 @@ void add_recommend_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_data_command(CLI::App& app);
 void add_laws_command(CLI::App& app);
+void add_version_command(CLI::App& app);
 
 }  // namespace moescale::cli

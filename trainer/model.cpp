@@ -7,6 +7,10 @@
 
 #include <fmt/format.h>
 
+#ifdef MOESCALE_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
 namespace moescale {
 namespace F = torch::nn::functional;
 
@@ -49,30 +53,106 @@ Routing route_top_k(const torch::Tensor& logits, int64_t k) {
   return r;
 }
 
-torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
-                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
-                           std::vector<int64_t>* counts) {
-  const int64_t k = routing.experts.size(1), n_experts = w_gate_up.size(0);
-  const auto flat = routing.experts.reshape(-1);
-  const auto order = std::get<1>(flat.sort(std::optional<bool>(true), 0, false));  // stable
-  const auto token = order.div(k, "floor");
-  // One host copy of E counts: the block boundaries must be known on the host.
-  const auto count_t = torch::bincount(flat, {}, n_experts).cpu();
-  const int64_t* count = count_t.data_ptr<int64_t>();
-  if (counts) counts->assign(count, count + n_experts);
+namespace {
 
+// Each expert's SwiGLU on its contiguous block of `xs` (slots sorted by expert),
+// one matmul pair per expert: the CPU path, where the counts are host data anyway.
+torch::Tensor experts_blockwise(const torch::Tensor& xs, const torch::Tensor& counts,
+                                const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+  const auto host_counts = counts.to(torch::kCPU);
+  const int64_t* count = host_counts.data_ptr<int64_t>();
+  const int64_t n_experts = host_counts.numel();
   // Unbind, split: their backwards are one stack / one cat. Indexing w[e] per expert
   // would zero-fill and accumulate a full [E, ...] gradient for every expert.
   const auto gate_up = w_gate_up.unbind(0), down = w_down.unbind(0);
-  const auto blocks = x.index_select(0, token).split_with_sizes(
-      c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
+  const auto blocks =
+      xs.split_with_sizes(c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
   std::vector<torch::Tensor> outs;
   outs.reserve(n_experts);
   for (int64_t e = 0; e < n_experts; ++e)
     if (count[e] > 0) outs.push_back(swiglu(blocks[e].matmul(gate_up[e])).matmul(down[e]));
+  return torch::cat(outs);
+}
+
+// All experts in two grouped GEMMs (torch's _grouped_mm, CUTLASS on sm90/sm100),
+// bf16 in and out, the block boundaries read from `counts` on the device: no host
+// sync. Both are stored [E, in, out] row-major, a layout the kernel accepts.
+torch::Tensor experts_grouped(const torch::Tensor& xs, const torch::Tensor& counts,
+                              const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+  const auto offsets = counts.cumsum(0).to(torch::kInt32);
+  const auto h = at::_grouped_mm(xs.to(torch::kBFloat16), w_gate_up.to(torch::kBFloat16), offsets);
+  return at::_grouped_mm(swiglu(h), w_down.to(torch::kBFloat16), offsets);
+}
+
+// All experts in one batched matmul over blocks padded to the largest expert's
+// count: for GPUs without a grouped GEMM kernel. Reading that count is one host
+// sync per layer, the price of a dense batched shape.
+torch::Tensor experts_padded(const torch::Tensor& xs, const torch::Tensor& counts,
+                             const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+  const int64_t n_experts = counts.numel(), slots = xs.size(0);
+  const int64_t capacity = counts.max().item<int64_t>();
+  // Slot i of expert e goes to row e * capacity + (i - start of e).
+  const auto starts = counts.cumsum(0) - counts;
+  const auto expert_of_slot = torch::repeat_interleave(torch::arange(n_experts, counts.options()),
+                                                       counts, /*dim=*/0, /*output_size=*/slots);
+  const auto rank = torch::arange(slots, counts.options()) - starts.index_select(0, expert_of_slot);
+  const auto row = expert_of_slot * capacity + rank;
+  const auto padded = torch::zeros({n_experts * capacity, xs.size(1)}, xs.options())
+                          .index_copy(0, row, xs)
+                          .view({n_experts, capacity, xs.size(1)});
+  const auto y = swiglu(padded.bmm(w_gate_up.to(xs.scalar_type()))).bmm(w_down.to(xs.scalar_type()));
+  return y.view({n_experts * capacity, -1}).index_select(0, row);
+}
+
+#ifdef MOESCALE_HAVE_CUDA
+// _grouped_mm has fast kernels from Hopper (sm90) on, for rows of whole 16-byte
+// units (bf16: multiples of 8); otherwise padded blocks.
+bool grouped_gemm_fits(const torch::Tensor& xs, const torch::Tensor& w_down) {
+  const int64_t d = xs.size(1), f = w_down.size(1);
+  return at::cuda::getDeviceProperties(xs.device().index())->major >= 9 && d % 8 == 0 &&
+         f % 8 == 0;
+}
+#endif
+
+// Runs the experts on the sorted slots with the kernel this device does best.
+torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
+                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+#ifdef MOESCALE_HAVE_CUDA
+  if (xs.is_cuda())
+    return grouped_gemm_fits(xs, w_down) ? experts_grouped(xs, counts, w_gate_up, w_down)
+                                         : experts_padded(xs, counts, w_gate_up, w_down);
+#endif
+  return experts_blockwise(xs, counts, w_gate_up, w_down);
+}
+
+}  // namespace
+
+torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
+                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                           torch::Tensor* counts) {
+  const int64_t k = routing.experts.size(1), n_experts = w_gate_up.size(0);
+  const auto flat = routing.experts.reshape(-1);
+  const auto order = std::get<1>(flat.sort(std::optional<bool>(true), 0, false));  // stable
+  const auto token = order.div(k, "floor");
+  // Slots per expert, on x's device (bincount would read its maximum on the host).
+  const auto count =
+      torch::zeros({n_experts}, flat.options()).index_add_(0, flat, torch::ones_like(flat));
+  if (counts) *counts = count;
+  const auto ys = run_experts(x.index_select(0, token), count, w_gate_up, w_down);
   const auto gate = routing.weights.reshape(-1).index_select(0, order).unsqueeze(1);
-  const auto ys = torch::cat(outs) * gate.to(x.scalar_type());
-  return torch::zeros_like(x).index_add(0, token, ys);
+  return torch::zeros_like(x).index_add(0, token, ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
+}
+
+torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
+                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                           std::vector<int64_t>* counts) {
+  torch::Tensor count;
+  auto y = moe_dispatch(x, routing, w_gate_up, w_down, &count);
+  if (counts) {
+    const auto host = count.to(torch::kCPU);
+    counts->assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+  }
+  return y;
 }
 
 // ---- MoE FFN ---------------------------------------------------------------
@@ -121,13 +201,12 @@ Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens, t
 torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const torch::Tensor& tokens,
                                   torch::Tensor& state, torch::nn::GRUCell& gru) {
   const Routing r = route(x, tokens, state, gru);
-  std::vector<int64_t> counts;
+  torch::Tensor counts;  // stays on the device: read on the host only at log steps
   auto y = moe_dispatch(x, r, w_gate_up, w_down, &counts);
   const double slots = static_cast<double>(r.experts.numel());
-  last_load.resize(counts.size());
-  for (size_t e = 0; e < counts.size(); ++e) last_load[e] = static_cast<double>(counts[e]) / slots;
+  last_load = counts.to(torch::kFloat32) / slots;
   if (r.probs.defined()) {
-    const auto share = torch::tensor(last_load, r.probs.options());
+    const auto share = last_load.to(r.probs.scalar_type());
     last_aux = static_cast<double>(shape_.experts) * (share * r.probs.mean(0)).sum();
     last_z = torch::logsumexp(r.logits, -1).square().mean();
   } else {
@@ -160,7 +239,11 @@ torch::Tensor BlockImpl::attention(const torch::Tensor& x, const torch::Tensor& 
   const int64_t h = shape_.n_heads, kvh = shape_.n_kv_heads;
   // q and k rotate as one tensor of h + kvh heads: half the small elementwise ops.
   const auto qkv = wqkv(x).view({b, t, h + 2 * kvh, hd}).split_with_sizes({h + kvh, kvh}, 2);
-  const auto qk = rotate(qkv[0], cos, sin).transpose(1, 2).split_with_sizes({h, kvh}, 1);
+  // The tables in q's dtype: bf16 under autocast stays bf16 (fp32 tables would promote
+  // q and k to fp32), and SDPA then takes its flash kernel on CUDA.
+  const auto dt = qkv[0].scalar_type();
+  const auto qk =
+      rotate(qkv[0], cos.to(dt), sin.to(dt)).transpose(1, 2).split_with_sizes({h, kvh}, 1);
   const auto v = qkv[1].transpose(1, 2);
   auto y = torch::scaled_dot_product_attention(qk[0], qk[1], v, {}, 0.0, /*is_causal=*/true,
                                                std::nullopt, /*enable_gqa=*/kvh != h);
@@ -239,7 +322,10 @@ std::vector<MoeFfn> MoeTransformerImpl::moe_layers() const {
 
 std::vector<std::vector<double>> MoeTransformerImpl::expert_load() const {
   std::vector<std::vector<double>> out;
-  for (const auto& m : moe_layers()) out.push_back(m->last_load);
+  for (const auto& m : moe_layers()) {
+    const auto share = m->last_load.to(torch::kCPU, torch::kFloat64);
+    out.emplace_back(share.data_ptr<double>(), share.data_ptr<double>() + share.numel());
+  }
   return out;
 }
 

@@ -25,10 +25,15 @@ Routing route_top_k(const torch::Tensor& logits, int64_t k);
 // Dropless batched dispatch: token slots sorted by expert, each expert run once
 // on its contiguous block (SwiGLU with stacked weights w_gate_up [E, d, 2f],
 // w_down [E, f, d]), results scattered back weighted by the gate. `counts`
-// receives the slots per expert.
+// receives the slots per expert ([E] int64 on x's device: no host sync). On CUDA
+// the experts are grouped GEMMs in bf16 (padded blocks before Hopper).
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
                            const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
-                           std::vector<int64_t>* counts = nullptr);
+                           torch::Tensor* counts = nullptr);
+// The same, with the counts copied to the host (tests).
+torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
+                           const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                           std::vector<int64_t>* counts);
 
 class MoeFfnImpl : public torch::nn::Module {
  public:
@@ -44,8 +49,8 @@ class MoeFfnImpl : public torch::nn::Module {
   torch::Tensor hash_table;         // hash: token id -> first expert
 
   // Of the last forward: E * sum f_i P_i, mean(logsumexp^2), slot share per expert.
-  torch::Tensor last_aux, last_z;
-  std::vector<double> last_load;
+  // last_load stays on the device ([E] float); expert_load() copies it at log steps.
+  torch::Tensor last_aux, last_z, last_load;
 
  private:
   Routing route(const torch::Tensor& x, const torch::Tensor& tokens, torch::Tensor& state,

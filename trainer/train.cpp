@@ -2,7 +2,9 @@
 #include <fmt/format.h>
 #include <malloc.h>
 
+#include <array>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -12,6 +14,7 @@
 
 #ifdef MOESCALE_HAVE_CUDA
 #include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAEvent.h>
 #endif
 
 #include "trainer/model.h"
@@ -52,24 +55,49 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// How many CUDA devices this process sees (0 in a build without CUDA).
+int64_t visible_cuda_devices() {
+#ifdef MOESCALE_HAVE_CUDA
+  return static_cast<int64_t>(torch::cuda::device_count());
+#else
+  return 0;
+#endif
+}
+
+// "cuda" or "cuda:N", checked against this build and the GPUs visible now.
+torch::Device cuda_device(const std::string& name) {
+#ifndef MOESCALE_HAVE_CUDA
+  throw std::runtime_error(fmt::format(
+      "device {}: this build has no CUDA; build where the CUDA toolkit is installed "
+      "(scripts/build.sh turns CUDA on when it finds nvcc) or use --device cpu",
+      name));
+#endif
+  const int64_t visible = visible_cuda_devices();
+  if (visible == 0) {
+    const char* mask = std::getenv("CUDA_VISIBLE_DEVICES");
+    throw std::runtime_error(fmt::format(
+        "no CUDA device visible (--device {}, CUDA_VISIBLE_DEVICES={}): use --device cpu, or "
+        "run on a machine with an NVIDIA GPU and its driver",
+        name, mask ? mask : "unset"));
+  }
+  const std::string index = name.substr(4);
+  if (index.empty()) return torch::Device(torch::kCUDA, 0);
+  char* end = nullptr;
+  const long n = index.size() > 1 && index[0] == ':' ? std::strtol(index.c_str() + 1, &end, 10) : -1;
+  if (!end || *end != '\0' || n < 0)
+    throw std::invalid_argument(
+        fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
+  if (n >= visible)
+    throw std::runtime_error(fmt::format(
+        "device {}: only {} CUDA device{} visible (cuda:0 to cuda:{}); pick one of those", name,
+        visible, visible == 1 ? " is" : "s are", visible - 1));
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(n));
+}
+
 torch::Device select_device(const std::string& name) {
   if (name == "cpu") return torch::kCPU;
-#ifdef MOESCALE_HAVE_CUDA
-  if (name == "auto")
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::kCPU;
-  if (name.starts_with("cuda")) {
-    if (!torch::cuda::is_available())
-      throw std::runtime_error(
-          fmt::format("device {}: no CUDA device is visible; use --device cpu", name));
-    return torch::Device(name);
-  }
-#else
-  if (name == "auto") return torch::kCPU;
-  if (name.starts_with("cuda"))
-    throw std::runtime_error(fmt::format(
-        "device {}: this build has no CUDA; rebuild with -DMOESCALE_CUDA=ON or use --device cpu",
-        name));
-#endif
+  if (name == "auto") return visible_cuda_devices() > 0 ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
+  if (name.starts_with("cuda")) return cuda_device(name);
   throw std::invalid_argument(
       fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
 }
@@ -138,6 +166,74 @@ Batch make_batch(int64_t batch, int64_t seq_len) {
           torch::empty({batch, seq_len}, torch::kInt64)};
 }
 
+// Draws the training batches onto the device. On CUDA the host fills one of two
+// pinned buffers and copies it to the GPU asynchronously, so drawing the next
+// batch overlaps the GPU's work on this one; a buffer is refilled only after its
+// last copy has completed. On CPU the batch is used where it is drawn.
+class BatchFeeder {
+ public:
+  BatchFeeder(WindowSampler& sampler, int64_t batch, int64_t seq_len, torch::Device device)
+      : sampler_(sampler), device_(device) {
+    for (auto& slot : slots_)
+      slot.host = torch::empty({2, batch, seq_len},
+                               torch::TensorOptions(torch::kInt64).pinned_memory(device.is_cuda()));
+  }
+
+  // Inputs and targets ([B, T] on the device) of the sampler's next step.
+  std::pair<torch::Tensor, torch::Tensor> next() {
+    Slot& slot = slots_[turn_++ % slots_.size()];
+    wait_until_copied(slot);
+    const auto host = slot.host;
+    sampler_.next(host[0].data_ptr<int64_t>(), host[1].data_ptr<int64_t>());
+    if (!device_.is_cuda()) return {host[0], host[1]};
+    const auto batch = host.to(device_, /*non_blocking=*/true);
+    mark_copied(slot);
+    return {batch[0], batch[1]};
+  }
+
+ private:
+  struct Slot {
+    torch::Tensor host;
+#ifdef MOESCALE_HAVE_CUDA
+    at::cuda::CUDAEvent copied;
+#endif
+  };
+
+  static void wait_until_copied([[maybe_unused]] Slot& slot) {
+#ifdef MOESCALE_HAVE_CUDA
+    slot.copied.synchronize();  // returns at once if nothing was recorded
+#endif
+  }
+  void mark_copied([[maybe_unused]] Slot& slot) {
+#ifdef MOESCALE_HAVE_CUDA
+    slot.copied.record(at::cuda::getCurrentCUDAStream(device_.index()));
+#endif
+  }
+
+  WindowSampler& sampler_;
+  torch::Device device_;
+  std::array<Slot, 2> slots_;
+  size_t turn_ = 0;
+};
+
+// Reading a loss on the host waits for the device to finish the step. On CPU that
+// costs nothing, so every step is checked for divergence; on CUDA only the steps
+// whose loss is reported or that are followed by an evaluation or a checkpoint.
+bool reads_loss_every_step(const torch::Device& device) { return !device.is_cuda(); }
+
+// torch::nn::utils::clip_grad_norm_ returns the norm as a double: a host sync
+// every step. The same clipping with the norm kept on the device.
+void clip_gradients(const std::vector<torch::Tensor>& params, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  torch::NoGradGuard no_grad;
+  const auto total = torch::stack(at::_foreach_norm(grads, 2)).norm();
+  const auto scale = torch::clamp(max_norm / (total + 1e-6), std::nullopt, 1.0);
+  at::_foreach_mul_(grads, scale);
+}
+
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                               targets.reshape(-1));
@@ -164,7 +260,8 @@ class Trainer {
   WindowSampler train_data_, val_data_;
   MoeTransformer model_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  Batch batch_;
+  Batch batch_;  // evaluation batches
+  BatchFeeder feeder_;
   int64_t steps_ = 0, tokens_per_step_ = 0;
   double prior_elapsed_ = 0, last_val_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_train_loss_ = std::numeric_limits<double>::quiet_NaN();
@@ -189,7 +286,8 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
       train_data_(train_file_, spec.shape.seq_len, spec.train.batch_size, spec.train.seed),
       val_data_(val_file_, spec.shape.seq_len, spec.train.batch_size,
                 spec.train.seed ^ kValSeedSalt),
-      batch_(make_batch(spec.train.batch_size, spec.shape.seq_len)) {
+      batch_(make_batch(spec.train.batch_size, spec.shape.seq_len)),
+      feeder_(train_data_, spec.train.batch_size, spec.shape.seq_len, device_) {
   spec_.shape = spec.shape.resolved();
   if (meta_.vocab_size > spec_.shape.vocab)
     throw std::invalid_argument(
@@ -303,33 +401,37 @@ TrainResult Trainer::run() {
     const auto step_start = Clock::now();
     const double lr = learning_rate(t, step, steps_);
     set_learning_rate(*optimizer_, lr);
-    train_data_.next(batch_.inputs.data_ptr<int64_t>(), batch_.targets.data_ptr<int64_t>());
+    const auto [inputs, targets] = feeder_.next();
     optimizer_->zero_grad();
     ForwardOutput out;
     torch::Tensor ce;
     {
       AutocastGuard autocast(device_);
-      out = model_->forward(batch_.inputs.to(device_));
-      ce = lm_loss(out.logits.to(torch::kFloat32), batch_.targets.to(device_));
+      out = model_->forward(inputs);
+      ce = lm_loss(out.logits.to(torch::kFloat32), targets);
     }
     const auto loss = ce + t.aux_loss_weight * out.aux_loss + t.z_loss_weight * out.z_loss;
-    const double loss_value = ce.item<double>();
-    if (!std::isfinite(loss_value) || !std::isfinite(loss.item<double>()))
-      return finish(TrainOutcome::diverged, step,
-                    fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
+    const int64_t done = step + 1;
+    const bool reported = done % log_every == 0 || done == steps_;
+    if (reads_loss_every_step(device_) || reported || done % eval_every == 0 ||
+        done % ckpt_every == 0) {
+      const double loss_value = ce.item<double>();
+      if (!std::isfinite(loss_value) || !std::isfinite(loss.item<double>()))
+        return finish(TrainOutcome::diverged, step,
+                      fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
+      last_train_loss_ = loss_value;
+    }
     loss.backward();
-    if (t.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), t.grad_clip);
+    if (t.grad_clip > 0) clip_gradients(model_->parameters(), t.grad_clip);
     optimizer_->step();
-    last_train_loss_ = loss_value;
     ++window_steps;
     window_seconds += seconds_since(step_start);
 
-    const int64_t done = step + 1;
-    if (done % log_every == 0 || done == steps_) {
+    if (reported) {
       const double tokens = static_cast<double>(window_steps * tokens_per_step_);
       TrainStepMetrics m{done,
                          done * tokens_per_step_,
-                         loss_value,
+                         last_train_loss_,
                          lr,
                          out.aux_loss.item<double>(),
                          tokens / std::max(window_seconds, 1e-9),
