@@ -9,13 +9,15 @@
 #include <filesystem>
 #include <limits>
 #include <numbers>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
 #ifdef MOESCALE_HAVE_CUDA
 #include <ATen/autocast_mode.h>
-#include <ATen/cuda/CUDAEvent.h>
 #endif
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "trainer/model.h"
 #include "trainer/trainer.h"
@@ -174,41 +176,30 @@ class BatchFeeder {
  public:
   BatchFeeder(WindowSampler& sampler, int64_t batch, int64_t seq_len, torch::Device device)
       : sampler_(sampler), device_(device) {
-    for (auto& slot : slots_)
+    for (auto& slot : slots_) {
       slot.host = torch::empty({2, batch, seq_len},
                                torch::TensorOptions(torch::kInt64).pinned_memory(device.is_cuda()));
+      if (device.is_cuda()) slot.copied.emplace(device.type());
+    }
   }
 
   // Inputs and targets ([B, T] on the device) of the sampler's next step.
   std::pair<torch::Tensor, torch::Tensor> next() {
     Slot& slot = slots_[turn_++ % slots_.size()];
-    wait_until_copied(slot);
+    if (slot.copied) slot.copied->synchronize();  // at once if nothing was recorded yet
     const auto host = slot.host;
     sampler_.next(host[0].data_ptr<int64_t>(), host[1].data_ptr<int64_t>());
     if (!device_.is_cuda()) return {host[0], host[1]};
     const auto batch = host.to(device_, /*non_blocking=*/true);
-    mark_copied(slot);
+    slot.copied->record(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
     return {batch[0], batch[1]};
   }
 
  private:
   struct Slot {
     torch::Tensor host;
-#ifdef MOESCALE_HAVE_CUDA
-    at::cuda::CUDAEvent copied;
-#endif
+    std::optional<c10::Event> copied;  // CUDA: the last copy out of `host`
   };
-
-  static void wait_until_copied([[maybe_unused]] Slot& slot) {
-#ifdef MOESCALE_HAVE_CUDA
-    slot.copied.synchronize();  // returns at once if nothing was recorded
-#endif
-  }
-  void mark_copied([[maybe_unused]] Slot& slot) {
-#ifdef MOESCALE_HAVE_CUDA
-    slot.copied.record(at::cuda::getCurrentCUDAStream(device_.index()));
-#endif
-  }
 
   WindowSampler& sampler_;
   torch::Device device_;
