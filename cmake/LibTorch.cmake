@@ -30,8 +30,10 @@ endif()
 add_library(moescale_torch INTERFACE)
 add_library(moescale::torch ALIAS moescale_torch)
 
-find_library(TORCH_CPU_LIB torch_cpu PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH REQUIRED)
-find_library(TORCH_C10_LIB c10 PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH REQUIRED)
+find_library(TORCH_CPU_LIB torch_cpu PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH NO_CMAKE_FIND_ROOT_PATH
+             REQUIRED)
+find_library(TORCH_C10_LIB c10 PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH NO_CMAKE_FIND_ROOT_PATH
+             REQUIRED)
 # torch/include also carries its own fmt headers (v12), which would shadow
 # Debian's fmt for every file that sees LibTorch; expose all but those.
 set(shim "${PROJECT_BINARY_DIR}/torch-include")
@@ -51,8 +53,10 @@ target_compile_definitions(moescale_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 
 set(MOESCALE_CUDA_ARCHS "")
 if(MOESCALE_CUDA)
-  find_library(TORCH_CUDA_LIB torch_cuda PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH)
-  find_library(TORCH_C10_CUDA_LIB c10_cuda PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH)
+  find_library(TORCH_CUDA_LIB torch_cuda PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH
+               NO_CMAKE_FIND_ROOT_PATH)
+  find_library(TORCH_C10_CUDA_LIB c10_cuda PATHS "${TORCH_ROOT}/lib" NO_DEFAULT_PATH
+               NO_CMAKE_FIND_ROOT_PATH)
   if(NOT TORCH_CUDA_LIB OR NOT TORCH_C10_CUDA_LIB)
     message(FATAL_ERROR
       "MOESCALE_CUDA=ON but the torch in ${TORCH_ROOT} is CPU-only (no libtorch_cuda.so): "
@@ -62,7 +66,7 @@ if(MOESCALE_CUDA)
   file(GLOB wheel_cuda_includes "${wheel_nvidia}/cu*/include")
   find_path(MOESCALE_CUDA_INCLUDE cuda_runtime_api.h
     PATHS "$ENV{CUDA_HOME}/include" /usr/local/cuda/include ${wheel_cuda_includes}
-    NO_DEFAULT_PATH)
+    NO_DEFAULT_PATH NO_CMAKE_FIND_ROOT_PATH)
   if(NOT MOESCALE_CUDA_INCLUDE)
     message(FATAL_ERROR "MOESCALE_CUDA=ON but no cuda_runtime_api.h was found: install the "
                         "CUDA toolkit (/usr/local/cuda) or pass -DMOESCALE_CUDA_INCLUDE=DIR")
