@@ -49,10 +49,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int v = std::atoi(argv[i + 1]);
-    if (flag == "--seeds") seeds = v;
-    else if (flag == "--bootstrap") bootstrap = v;
-    else if (flag == "--rounds") rounds = v;
-    else if (flag == "--max-runs") max_runs = v;
+    if (flag == "--seeds")
+      seeds = v;
+    else if (flag == "--bootstrap")
+      bootstrap = v;
+    else if (flag == "--rounds")
+      rounds = v;
+    else if (flag == "--max-runs")
+      max_runs = v;
     else {
       fmt::print(stderr, "error: unknown flag {}; use --seeds, --bootstrap, --rounds, --max-runs\n",
                  flag);
@@ -76,23 +80,26 @@ int main(int argc, char** argv) {
       sum[k][1] += arms[k]->log_error;
     }
     fmt::print("\n");
-    next_wins_interval += r.next.interval_ratio < std::min(r.uniform.interval_ratio,
-                                                           r.uniform_centred.interval_ratio);
-    next_wins_error += r.next.log_error < std::min(r.uniform.log_error, r.uniform_centred.log_error);
+    next_wins_interval += r.next.interval_ratio <
+                          std::min(r.uniform.interval_ratio, r.uniform_centred.interval_ratio);
+    next_wins_error +=
+        r.next.log_error < std::min(r.uniform.log_error, r.uniform_centred.log_error);
     if (s == 1)
       fmt::print(stderr, "target budget {:.3g} FLOPs, true N* {:.4g}\n", r.target_budget,
                  r.true_n_opt);
   }
   const char* names[4] = {"start", "plan --next", "uniform (sweep layout)",
                           "uniform (20 tok/param)"};
-  fmt::print("\nmean over {} seeds (geometric mean of the interval ratio hi/lo of N* at 100x the "
-             "largest budget; mean |log error| of N*):\n",
-             seeds);
+  fmt::print(
+      "\nmean over {} seeds (geometric mean of the interval ratio hi/lo of N* at 100x the "
+      "largest budget; mean |log error| of N*):\n",
+      seeds);
   for (int k = 0; k < 4; ++k)
     fmt::print("  {:<24} interval x{:<8.3g} |log error| {:.4f}\n", names[k],
                std::exp(sum[k][0] / seeds), sum[k][1] / seeds);
-  fmt::print("plan --next has the narrowest interval in {}/{} seeds and the smallest error in "
-             "{}/{}\n",
-             next_wins_interval, seeds, next_wins_error, seeds);
+  fmt::print(
+      "plan --next has the narrowest interval in {}/{} seeds and the smallest error in "
+      "{}/{}\n",
+      next_wins_interval, seeds, next_wins_error, seeds);
   return 0;
 }

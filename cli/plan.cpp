@@ -102,24 +102,27 @@ void print_next(const fitting::NextRunsPlan& plan, const NextArgs& n, const std:
            fmt::format("{:.4f}", p.predicted_loss), fmt::format("{:.4f}", p.sd_after)});
   }
   fmt::print("{}", t.render());
-  for (size_t i = 0; i < plan.runs.size(); ++i)
-    fmt::print("  {}: {}\n", i + 1, plan.runs[i].why);
+  for (size_t i = 0; i < plan.runs.size(); ++i) fmt::print("  {}: {}\n", i + 1, plan.runs[i].why);
   const double z = 1.96;  // a 95% interval on log N* spans 2 z sd
-  fmt::print("sweep '{}': {} runs of {} candidates, {} FLOPs of the {} allowed; expected sd of "
-             "log N* at {} FLOPs {:.4f} -> {:.4f} (95% interval x{:.3g} -> x{:.3g})\n",
-             sweep, plan.runs.size(), plan.candidates, sci(plan.compute), sci(n.allowance),
-             sci(n.budget), plan.sd_start, plan.sd_end, std::exp(2 * z * plan.sd_start),
-             std::exp(2 * z * plan.sd_end));
+  fmt::print(
+      "sweep '{}': {} runs of {} candidates, {} FLOPs of the {} allowed; expected sd of "
+      "log N* at {} FLOPs {:.4f} -> {:.4f} (95% interval x{:.3g} -> x{:.3g})\n",
+      sweep, plan.runs.size(), plan.candidates, sci(plan.compute), sci(n.allowance), sci(n.budget),
+      plan.sd_start, plan.sd_end, std::exp(2 * z * plan.sd_start), std::exp(2 * z * plan.sd_end));
 }
 
 nlohmann::json next_json(const fitting::NextRunsPlan& plan, const NextArgs& n,
                          const std::string& sweep, const Database::PlanSaved& saved, bool dry) {
-  nlohmann::json j{{"sweep", sweep},           {"target_budget", n.budget},
-                   {"allowance", n.allowance}, {"compute_6n", plan.compute},
+  nlohmann::json j{{"sweep", sweep},
+                   {"target_budget", n.budget},
+                   {"allowance", n.allowance},
+                   {"compute_6n", plan.compute},
                    {"sd_log_n_opt_before", plan.sd_start},
                    {"sd_log_n_opt_after", plan.sd_end},
-                   {"candidates", plan.candidates}, {"dry_run", dry},
-                   {"added", saved.added},    {"runs", nlohmann::json::array()}};
+                   {"candidates", plan.candidates},
+                   {"dry_run", dry},
+                   {"added", saved.added},
+                   {"runs", nlohmann::json::array()}};
   for (const fitting::ProposedRun& p : plan.runs) {
     nlohmann::json r = planned_run_json(p.run);
     r.update({{"predicted_loss", p.predicted_loss},
@@ -175,9 +178,10 @@ void run_plan_next(const PlanArgs& a, const NextArgs& n) {
   else if (a.dry_run)
     fmt::print("dry run: nothing written\n");
   else
-    fmt::print("{} runs added as planned runs of sweep '{}': run them with moescale train (or "
-               "simulate) --sweep {}, then fit again\n",
-               saved.added, sweep.name, sweep.name);
+    fmt::print(
+        "{} runs added as planned runs of sweep '{}': run them with moescale train (or "
+        "simulate) --sweep {}, then fit again\n",
+        saved.added, sweep.name, sweep.name);
 }
 
 }  // namespace

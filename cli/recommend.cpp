@@ -90,17 +90,14 @@ std::string loss_text(double x) {
 }
 
 std::string size_text(const fitting::Choice& c) {
-  if (c.edge == fitting::Edge::lower)
-    return fmt::format("edge: <= {}", human_count(c.n_active));
-  if (c.edge == fitting::Edge::upper)
-    return fmt::format("edge: >= {}", human_count(c.n_active));
+  if (c.edge == fitting::Edge::lower) return fmt::format("edge: <= {}", human_count(c.n_active));
+  if (c.edge == fitting::Edge::upper) return fmt::format("edge: >= {}", human_count(c.n_active));
   return with_interval(human_count(c.n_active), c.n_active_ci, human_count);
 }
 
 void print_loss_optimal(const fitting::Recommendation& r, const fitting::RecommendOptions& o) {
   const bool ci = r.bootstrap > 0;
-  std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param",
-                                   "loss"};
+  std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"};
   if (ci) header.push_back("p_best");
   Table t(header);
   bool edge = false;
@@ -119,23 +116,26 @@ void print_loss_optimal(const fitting::Recommendation& r, const fitting::Recomme
   }
   fmt::print("loss-optimal at C = {} FLOPs (law {}):\n{}", sci(r.budget), r.law, t.render());
   if (ci)
-    fmt::print("[low, high]: {:.0f}% intervals over {} bootstrap fits; p_best: share of them in "
-               "which that E has the lowest loss\n",
-               100 * r.confidence, r.bootstrap);
+    fmt::print(
+        "[low, high]: {:.0f}% intervals over {} bootstrap fits; p_best: share of them in "
+        "which that E has the lowest loss\n",
+        100 * r.confidence, r.bootstrap);
   if (edge)
-    fmt::print("edge: the loss keeps falling up to the end of the search range [{}, {}] of "
-               "N_active, so that row is no optimum; the law does not bracket one at this "
-               "budget (widen the sweep's sizes, or distrust the fit here)\n",
-               human_count(o.min_params), human_count(std::min(o.max_params, r.budget / 6)));
+    fmt::print(
+        "edge: the loss keeps falling up to the end of the search range [{}, {}] of "
+        "N_active, so that row is no optimum; the law does not bracket one at this "
+        "budget (widen the sweep's sizes, or distrust the fit here)\n",
+        human_count(o.min_params), human_count(std::min(o.max_params, r.budget / 6)));
   if (!r.note.empty()) fmt::print("note: {}\n", r.note);
   if (r.compute_waste)
-    fmt::print("compute waste: {:.2f}% of the budget, averaged over the bootstrap fits (the extra "
-               "compute the starred (E, N) needs to reach each fit's own best loss){}\n",
-               100 * *r.compute_waste,
-               r.waste_unreachable && *r.waste_unreachable > 0
-                   ? fmt::format("; in {:.0f}% of the fits it cannot reach it at all",
-                                 100 * *r.waste_unreachable)
-                   : "");
+    fmt::print(
+        "compute waste: {:.2f}% of the budget, averaged over the bootstrap fits (the extra "
+        "compute the starred (E, N) needs to reach each fit's own best loss){}\n",
+        100 * *r.compute_waste,
+        r.waste_unreachable && *r.waste_unreachable > 0
+            ? fmt::format("; in {:.0f}% of the fits it cannot reach it at all",
+                          100 * *r.waste_unreachable)
+            : "");
 }
 
 std::string smaller_text(const fitting::Choice& c) {
@@ -146,9 +146,10 @@ std::string smaller_text(const fitting::Choice& c) {
 void print_budget_mode(const fitting::Recommendation& r) {
   const auto& hw = r.serving->hardware;
   if (r.max_serve_cost)
-    fmt::print("\nbudget mode: best loss at C = {} FLOPs serving under ${:.4g} per million tokens "
-               "on {}:\n",
-               sci(r.budget), *r.max_serve_cost, hw.name);
+    fmt::print(
+        "\nbudget mode: best loss at C = {} FLOPs serving under ${:.4g} per million tokens "
+        "on {}:\n",
+        sci(r.budget), *r.max_serve_cost, hw.name);
   else
     fmt::print("\nbudget mode: cheapest to serve at C = {} FLOPs reaching loss {:.4f}{}, on {}:\n",
                sci(r.budget), r.target_loss,
@@ -172,15 +173,17 @@ void print_budget_mode(const fitting::Recommendation& r) {
            fmt::format("{:.4f}", c.serving.usd_per_million_tokens), human_count(c.serve_usd)});
   }
   fmt::print("{}", t.render());
-  fmt::print("'smaller than loss-opt': that E's loss-optimal N_active at this budget over the "
-             "chosen one; compute is the budget on every line\n");
+  fmt::print(
+      "'smaller than loss-opt': that E's loss-optimal N_active at this budget over the "
+      "chosen one; compute is the budget on every line\n");
 }
 
 void print_total_cost_mode(const fitting::Recommendation& r) {
   const auto& hw = r.serving->hardware;
-  fmt::print("\ntotal-cost mode: cheapest way to reach loss {:.4f}, serving {} tokens on {} "
-             "(${:.2f}/GPU-hour); compute may exceed the budget:\n",
-             r.target_loss, human_count(r.serving->tokens), hw.name, hw.usd_per_hour);
+  fmt::print(
+      "\ntotal-cost mode: cheapest way to reach loss {:.4f}, serving {} tokens on {} "
+      "(${:.2f}/GPU-hour); compute may exceed the budget:\n",
+      r.target_loss, human_count(r.serving->tokens), hw.name, hw.usd_per_hour);
   Table t({"", "E", "N_active", "N_total", "tokens", "C=6ND", "smaller by", "GPUs", "$/M tok",
            "train $", "serve $", "total $"});
   for (size_t i = 0; i < r.cost_optimal.size(); ++i) {
@@ -196,9 +199,10 @@ void print_total_cost_mode(const fitting::Recommendation& r) {
            human_count(c.train_usd), human_count(c.serve_usd), human_count(c.total_usd)});
   }
   fmt::print("{}", t.render());
-  fmt::print("'smaller by': loss-optimal N_active for that loss over the chosen one; OVER BUDGET: "
-             "more compute than --budget {}\n",
-             sci(r.budget));
+  fmt::print(
+      "'smaller by': loss-optimal N_active for that loss over the chosen one; OVER BUDGET: "
+      "more compute than --budget {}\n",
+      sci(r.budget));
 }
 
 void run_recommend(const RecommendArgs& a) {
@@ -206,8 +210,7 @@ void run_recommend(const RecommendArgs& a) {
   const FitRecord record = db.fit(a.fit_id);
   const auto shape = sweep_shape(db, record);
   const fitting::RecommendOptions options = options_of(a, shape);
-  const fitting::FitResult fit =
-      fit_with_bootstrap(db, record, a.bootstrap, a.confidence, a.quiet);
+  const fitting::FitResult fit = fit_with_bootstrap(db, record, a.bootstrap, a.confidence, a.quiet);
   const fitting::Recommendation r = fitting::recommend(fit, options);
   if (a.json) {
     fmt::print("{}\n", fitting::to_json(r));

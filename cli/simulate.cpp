@@ -27,10 +27,14 @@ fitting::Law law_named(const std::string& text) {
 
 fitting::Observation observation_of(const RunRecord& r) {
   const ModelShape& s = r.plan.spec.shape;
-  return {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
-          static_cast<double>(r.plan.spec.tokens),  static_cast<double>(s.experts),
-          static_cast<double>(s.top_k),             1.0,
-          0,                                        fmt::format("run {}", r.id)};
+  return {static_cast<double>(r.plan.params.active),
+          static_cast<double>(r.plan.params.total),
+          static_cast<double>(r.plan.spec.tokens),
+          static_cast<double>(s.experts),
+          static_cast<double>(s.top_k),
+          1.0,
+          0,
+          fmt::format("run {}", r.id)};
 }
 
 // A sweep's fits must not mix real and simulated losses: simulating a sweep that already
@@ -59,15 +63,20 @@ void run_simulate(const SimulateArgs& a) {
   const std::vector<RunRecord> planned = db.runs(a.sweep, RunStatus::planned);
   std::vector<std::pair<int64_t, double>> losses;
   for (const RunRecord& r : planned)
-    losses.emplace_back(r.id, fitting::simulated_loss(expr, x, observation_of(r), a.noise,
-                                                      a.seed, r.key));
+    losses.emplace_back(
+        r.id, fitting::simulated_loss(expr, x, observation_of(r), a.noise, a.seed, r.key));
   db.record_simulated(a.sweep, losses);
   if (a.json) {
-    nlohmann::json j{{"sweep", a.sweep}, {"law", law.name}, {"noise", a.noise},
-                     {"seed", a.seed},   {"runs", nlohmann::json::array()}};
+    nlohmann::json j{{"sweep", a.sweep},
+                     {"law", law.name},
+                     {"noise", a.noise},
+                     {"seed", a.seed},
+                     {"runs", nlohmann::json::array()}};
     for (size_t i = 0; i < planned.size(); ++i)
-      j["runs"].push_back({{"id", planned[i].id}, {"key", planned[i].key},
-                           {"loss", losses[i].second}, {"source", "simulated"}});
+      j["runs"].push_back({{"id", planned[i].id},
+                           {"key", planned[i].key},
+                           {"loss", losses[i].second},
+                           {"source", "simulated"}});
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -80,9 +89,10 @@ void run_simulate(const SimulateArgs& a) {
            fmt::format("{:.4f}", losses[i].second)});
   }
   if (!t.empty()) fmt::print("{}", t.render());
-  fmt::print("sweep '{}': {} planned runs simulated from law {} with {:g} log-normal noise "
-             "(seed {}), marked done with source 'simulated'\n",
-             a.sweep, planned.size(), law.name, a.noise, a.seed);
+  fmt::print(
+      "sweep '{}': {} planned runs simulated from law {} with {:g} log-normal noise "
+      "(seed {}), marked done with source 'simulated'\n",
+      a.sweep, planned.size(), law.name, a.noise, a.seed);
 }
 
 }  // namespace

@@ -57,8 +57,8 @@ struct MetricRecord {
 struct ObservationRecord {
   double n_active = 0, n_total = 0, tokens = 0, experts = 1, top_k = 1, granularity = 1;
   double loss = 0;
-  std::string router;  // "" for imports
-  std::string label;   // run key, or "row N" of the imported file
+  std::string router;              // "" for imports
+  std::string label;               // run key, or "row N" of the imported file
   std::string source = "trained";  // "trained", "simulated" or "imported"
 };
 

@@ -349,11 +349,10 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
     if (!r.final_loss) continue;
     const ModelShape& s = r.plan.spec.shape;
-    out.push_back({static_cast<double>(r.plan.params.active),
-                   static_cast<double>(r.plan.params.total),
-                   static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key,
-                   r.source});
+    out.push_back(
+        {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
+         static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
+         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source});
     sources.insert(r.source);
   }
   if (sources.size() > 1)

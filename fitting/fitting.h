@@ -264,9 +264,9 @@ struct RecommendOptions {
   ShapeFn shape = default_shape;
   std::optional<ServingDemand> serving;  // set: inference-aware mode
   InferenceMode mode = InferenceMode::budget;
-  std::optional<double> target_loss;         // budget (a) and total-cost
-  std::optional<int64_t> reference_experts;  // budget (a): target = this E's loss-optimal loss
-  std::optional<double> max_serve_cost;      // budget (b): USD per million served tokens
+  std::optional<double> target_loss;           // budget (a) and total-cost
+  std::optional<int64_t> reference_experts;    // budget (a): target = this E's loss-optimal loss
+  std::optional<double> max_serve_cost;        // budget (b): USD per million served tokens
   double min_params = 1e3, max_params = 1e14;  // search bracket for N_active
   double confidence = 0.95;                    // of the bootstrap intervals
 };
@@ -309,7 +309,7 @@ struct Recommendation {
   std::optional<int64_t> reference_experts;  // budget (a): whose loss set the target
   std::optional<double> max_serve_cost;      // budget (b)
   std::optional<ServingDemand> serving;
-  std::vector<Choice> cost_optimal;  // per expert count: the mode's choice
+  std::vector<Choice> cost_optimal;      // per expert count: the mode's choice
   std::optional<std::size_t> best_cost;  // index into cost_optimal; empty: none feasible
 };
 // Uses fit.bootstrap_samples for intervals when it has any. Throws if the law does not depend
@@ -335,8 +335,8 @@ std::map<std::string, double> law_parameters(const Law& law,
                                              const std::vector<std::string>& assignments);
 // Draws loss = L(x) * exp(noise * z), z standard normal, from a generator seeded by
 // (seed, key): the same run keeps its loss when other runs are added to the sweep.
-double simulated_loss(const Expression& law, std::span<const double> params,
-                      const Observation& x, double noise, uint64_t seed, std::string_view key);
+double simulated_loss(const Expression& law, std::span<const double> params, const Observation& x,
+                      double noise, uint64_t seed, std::string_view key);
 
 // ---------------------------------------------------------------- choosing the next runs
 // Which new runs of a sweep would most shrink the interval on log N* (per expert count) at a
@@ -346,8 +346,8 @@ double simulated_loss(const Expression& law, std::span<const double> params,
 // known (a linear-Gaussian update, as in an ensemble Kalman filter). Runs are picked
 // greedily by expected shrinkage per FLOP, updating the covariance after each pick.
 struct NextRunsOptions {
-  double target_budget = 0;   // C at which N* should be sure
-  double allowance = 0;       // total 6 N D of the proposed runs
+  double target_budget = 0;  // C at which N* should be sure
+  double allowance = 0;      // total 6 N D of the proposed runs
   int max_runs = 5;
   std::vector<int64_t> experts;  // default: those in the observations
   Router router = Router::topk;  // of the MoE runs
@@ -358,7 +358,7 @@ struct ProposedRun {
   PlannedRun run;
   int64_t experts = 1;
   double predicted_loss = 0;
-  double prediction_sd = 0;  // of log loss over the bootstrap fits
+  double prediction_sd = 0;            // of log loss over the bootstrap fits
   double sd_before = 0, sd_after = 0;  // of log N* at the target (summed over E as variance)
   double shrink_per_flop = 0;          // (var before - var after) / (6 N D)
   std::string why;
@@ -392,9 +392,9 @@ struct DesignStudyOptions {
 };
 struct DesignArm {
   std::string name;
-  double compute = 0;           // added on top of the starting sweep
-  double interval_ratio = 0;    // hi / lo of the N* interval at the target
-  double log_error = 0;         // |log(N* estimate / true N*)|
+  double compute = 0;         // added on top of the starting sweep
+  double interval_ratio = 0;  // hi / lo of the N* interval at the target
+  double log_error = 0;       // |log(N* estimate / true N*)|
 };
 struct DesignStudyResult {
   double true_n_opt = 0, target_budget = 0;

@@ -51,7 +51,8 @@ std::vector<double> budgets_of(const std::vector<Observation>& observations) {
 double budget_above(const std::vector<double>& budgets) {
   double ratio = 4;
   if (budgets.size() >= 2)
-    ratio = std::pow(budgets.back() / budgets.front(), 1.0 / static_cast<double>(budgets.size() - 1));
+    ratio =
+        std::pow(budgets.back() / budgets.front(), 1.0 / static_cast<double>(budgets.size() - 1));
   return budgets.back() * std::clamp(ratio, 2.0, 10.0);
 }
 
@@ -98,8 +99,7 @@ int64_t snap_tokens(double tokens, const ModelShape& shape, const TrainSettings&
 
 std::vector<Candidate> candidates(const FitResult& fit, const std::vector<double>& budgets,
                                   const SweepConfig& config, const std::vector<int64_t>& experts,
-                                  const std::set<std::string>& existing,
-                                  const NextRunsOptions& o) {
+                                  const std::set<std::string>& existing, const NextRunsOptions& o) {
   const RecommendOptions ro = search_options(o);
   std::vector<Candidate> out;
   std::set<std::string> keys = existing;
@@ -207,7 +207,8 @@ NextRunsPlan propose_next_runs(const FitResult& fit, const std::vector<Observati
   const double sigma = o.noise > 0 ? o.noise : std::max(fit.rmsle, 1e-3);
   auto total_var = [&] {
     double v = 0;
-    for (std::size_t e = 0; e < m; ++e) v += s(static_cast<Eigen::Index>(e), static_cast<Eigen::Index>(e));
+    for (std::size_t e = 0; e < m; ++e)
+      v += s(static_cast<Eigen::Index>(e), static_cast<Eigen::Index>(e));
     return v;
   };
 
@@ -369,8 +370,8 @@ DesignStudyResult run_design_study(const DesignStudyOptions& o) {
     simulate_into(next, runs, expr, truth, o.noise, o.seed);
     current = fit(next);
   }
-  result.next = measure("plan --next", current, result.target_budget, result.true_n_opt,
-                        next.compute);
+  result.next =
+      measure("plan --next", current, result.target_budget, result.true_n_opt, next.compute);
 
   for (bool centred : {false, true}) {
     Sweep uniform = start;

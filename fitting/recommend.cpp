@@ -36,13 +36,13 @@
 // N_loss_optimal(L*) / N, with N_loss_optimal the N reaching L* with the least compute.
 #include <fmt/format.h>
 
-#include <cmath>
-#include <limits>
 #include <algorithm>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <stdexcept>
 
 #include "fitting/fitting.h"
@@ -252,9 +252,8 @@ struct Optimum {
 Optimum loss_optimum(const LossModel& model, double budget, int64_t experts,
                      const RecommendOptions& o) {
   const auto [lo, hi] = budget_bracket(budget, o);
-  const auto [u, loss] =
-      minimise_1d([&](double u) { return model.loss_at_budget(std::exp(u), budget, experts); },
-                  lo, hi);
+  const auto [u, loss] = minimise_1d(
+      [&](double u) { return model.loss_at_budget(std::exp(u), budget, experts); }, lo, hi);
   Optimum opt{std::exp(u), loss};
   const double margin = 1e-3 * (hi - lo);
   if (u - lo < margin) opt.edge = Edge::lower;
@@ -262,8 +261,8 @@ Optimum loss_optimum(const LossModel& model, double budget, int64_t experts,
   return opt;
 }
 
-Choice loss_optimal(const LossModel& model, const std::string& law, double budget,
-                    int64_t experts, const RecommendOptions& o) {
+Choice loss_optimal(const LossModel& model, const std::string& law, double budget, int64_t experts,
+                    const RecommendOptions& o) {
   const Optimum opt = loss_optimum(model, budget, experts, o);
   if (!std::isfinite(opt.loss))
     throw std::runtime_error(fmt::format(
@@ -342,7 +341,9 @@ Choice budget_choice(const LossModel& model, const Choice& optimal, double targe
   const double budget = o.budget;
   const auto [lo, hi] = budget_bracket(budget, o);
   auto loss_at = [&](double u) { return model.loss_at_budget(std::exp(u), budget, e); };
-  auto serving_at = [&](double u) { return serving_cost(model.footprint_at(std::exp(u), e), demand); };
+  auto serving_at = [&](double u) {
+    return serving_cost(model.footprint_at(std::exp(u), e), demand);
+  };
   Choice c;
   c.experts = e;
   c.loss_optimal_n_active = optimal.n_active;
@@ -395,8 +396,8 @@ std::pair<double, std::optional<int64_t>> budget_target(const LossModel& model,
       continue;
     }
     const ServingCost s = serving_cost(model.footprint_at(c.n_active, c.experts), *o.serving);
-    if (s.feasible && s.usd_per_million_tokens < cheapest) cheapest = s.usd_per_million_tokens,
-                                                           pick = i;
+    if (s.feasible && s.usd_per_million_tokens < cheapest)
+      cheapest = s.usd_per_million_tokens, pick = i;
   }
   if (!pick)
     throw std::runtime_error(fmt::format(
@@ -429,8 +430,9 @@ void add_inference_choices(const LossModel& model, Recommendation& r, const Reco
     }
     const Choice& b = r.cost_optimal[*r.best_cost];
     const bool better = o.mode == InferenceMode::total_cost ? c.total_usd < b.total_usd
-                        : o.max_serve_cost                  ? c.loss < b.loss
-                        : c.serving.usd_per_million_tokens < b.serving.usd_per_million_tokens;
+                        : o.max_serve_cost
+                            ? c.loss < b.loss
+                            : c.serving.usd_per_million_tokens < b.serving.usd_per_million_tokens;
     if (better) r.best_cost = i;
   }
 }
@@ -476,8 +478,10 @@ void add_intervals(const FitResult& fit, const Expression& expr, Footprints& foo
     if (!x) continue;
     const LossModel model(expr, *x, o, footprints);
     std::vector<Optimum> opt;
-    for (const Choice& c : r.loss_optimal) opt.push_back(loss_optimum(model, r.budget, c.experts, o));
-    if (std::any_of(opt.begin(), opt.end(), [](const Optimum& p) { return !std::isfinite(p.loss); }))
+    for (const Choice& c : r.loss_optimal)
+      opt.push_back(loss_optimum(model, r.budget, c.experts, o));
+    if (std::any_of(opt.begin(), opt.end(),
+                    [](const Optimum& p) { return !std::isfinite(p.loss); }))
       continue;
     ++used;
     std::size_t best = 0;
@@ -654,7 +658,8 @@ ServingCost serving_cost(const Footprint& m, const ServingDemand& d) {
     if (!(fit >= 1)) continue;
     const double b = std::min(static_cast<double>(d.max_batch), fit);
     const double touched = moe ? 1 - std::pow(1 - m.top_k / m.experts, b) : 1;
-    const double step_bytes = 2 * (n_always + touched * n_expert) + b * m.kv_bytes_per_token * occupancy;
+    const double step_bytes =
+        2 * (n_always + touched * n_expert) + b * m.kv_bytes_per_token * occupancy;
     const double t_decode = std::max(step_bytes / (g * bw), flop_per_token * b / (g * flops));
     const double t_prefill = std::max(weights / (g * bw), flop_per_token * b * p / (g * flops));
     const double throughput = b * o / (t_prefill + o * t_decode);
@@ -721,11 +726,13 @@ Recommendation recommend(const FitResult& fit, const RecommendOptions& options) 
   add_inference_choices(model, r, o);
   if (!r.best_cost)
     throw std::runtime_error(fmt::format(
-        fmt::runtime(o.max_serve_cost
-            ? "no expert count serves under ${1:g} per million tokens at budget {2:g} in {3} "
-              "GPUs; raise the cap or the GPU limit"
-            : "no expert count reaches loss {0:.4g} and fits in {3} GPUs; raise the target loss, "
-              "the GPU limit or the parameter bracket"),
+        fmt::runtime(
+            o.max_serve_cost
+                ? "no expert count serves under ${1:g} per million tokens at budget {2:g} in {3} "
+                  "GPUs; raise the cap or the GPU limit"
+                : "no expert count reaches loss {0:.4g} and fits in {3} GPUs; raise the target "
+                  "loss, "
+                  "the GPU limit or the parameter bracket"),
         r.target_loss, o.max_serve_cost.value_or(0), o.budget, o.serving->max_gpus));
   return r;
 }

@@ -63,27 +63,27 @@ std::map<std::string, double> law_parameters(const Law& law,
       }
     }
     if (!set)
-      throw std::invalid_argument(fmt::format(
-          "--param \"{}\": law \"{}\" has no parameter {}; its parameters: {}", a, law.name, name,
-          known_names(law)));
+      throw std::invalid_argument(
+          fmt::format("--param \"{}\": law \"{}\" has no parameter {}; its parameters: {}", a,
+                      law.name, name, known_names(law)));
   }
   for (const std::string& p : fitted)
     if (!values.count(p))
-      throw std::invalid_argument(fmt::format(
-          "law \"{}\" needs a value for {}: add --param {}=VALUE (parameters: {})", law.name, p,
-          p, known_names(law)));
+      throw std::invalid_argument(
+          fmt::format("law \"{}\" needs a value for {}: add --param {}=VALUE (parameters: {})",
+                      law.name, p, p, known_names(law)));
   return values;
 }
 
-double simulated_loss(const Expression& law, std::span<const double> params,
-                      const Observation& x, double noise, uint64_t seed, std::string_view key) {
+double simulated_loss(const Expression& law, std::span<const double> params, const Observation& x,
+                      double noise, uint64_t seed, std::string_view key) {
   if (!(noise >= 0) || !std::isfinite(noise))
     throw std::invalid_argument("the noise must be a non-negative log-scale standard deviation");
   const double clean = law.evaluate(params, x);
   if (!(clean > 0) || !std::isfinite(clean))
-    throw std::invalid_argument(fmt::format(
-        "law \"{}\" gives loss {} for {}; check the parameter values", law.text(), clean,
-        x.where.empty() ? std::string(key) : x.where));
+    throw std::invalid_argument(
+        fmt::format("law \"{}\" gives loss {} for {}; check the parameter values", law.text(),
+                    clean, x.where.empty() ? std::string(key) : x.where));
   const uint64_t h = std::hash<std::string_view>{}(key);
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                     static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32)};

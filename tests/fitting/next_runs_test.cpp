@@ -49,8 +49,14 @@ Simulated simulate(const std::vector<PlannedRun>& runs, uint64_t seed) {
   for (const auto& p : expr.params()) x.push_back(truth().at(p));
   Simulated s;
   for (const PlannedRun& r : runs) {
-    Observation o{static_cast<double>(r.params.active), static_cast<double>(r.params.total),
-                  static_cast<double>(r.spec.tokens), 1, 1, 1, 0, r.spec.key()};
+    Observation o{static_cast<double>(r.params.active),
+                  static_cast<double>(r.params.total),
+                  static_cast<double>(r.spec.tokens),
+                  1,
+                  1,
+                  1,
+                  0,
+                  r.spec.key()};
     o.loss = simulated_loss(expr, x, o, 0.01, seed, o.where);
     s.observations.push_back(o);
     s.keys.push_back(o.where);
@@ -138,7 +144,9 @@ void expect_next_beats_uniform(int seeds, int bootstrap) {
   EXPECT_LT(error[0], error[2]);
 }
 
-TEST(DesignStudy, NextBeatsUniformFast) { expect_next_beats_uniform(3, 12); }
+TEST(DesignStudy, NextBeatsUniformFast) {
+  expect_next_beats_uniform(3, 12);
+}
 
 }  // namespace
 }  // namespace moescale::fitting

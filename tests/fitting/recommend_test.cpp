@@ -1,8 +1,7 @@
 // The recommender: closed-form Chinchilla optimum and the inference cost model.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <fmt/format.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -182,7 +181,6 @@ TEST(CostModel, HardwarePresetsAndOverrides) {
   EXPECT_NEAR(training_cost_usd(989e12 * 0.4 * 3600, hardware_preset("h100")), 2.5, 1e-9);
 }
 
-
 // Yun et al.'s question: at a fixed budget, the cheapest-serving model reaching the reference
 // loss. Larger E has slack in loss there, spent on a smaller model trained on more tokens.
 TEST(BudgetMode, LargeExpertCountsShrinkAndNeverExceedTheBudget) {
@@ -254,9 +252,8 @@ TEST(BudgetMode, ServingCostCapGivesTheBestLossUnderIt) {
   loss_only.serving.reset();
   const Recommendation plain = recommend(moe_law(), loss_only);
   const Choice& opt32 = plain.loss_optimal.back();
-  const double cap =
-      0.5 * serving_cost(footprint(opt32.n_active, 32, 1, default_shape), *o.serving)
-                .usd_per_million_tokens;
+  const double cap = 0.5 * serving_cost(footprint(opt32.n_active, 32, 1, default_shape), *o.serving)
+                               .usd_per_million_tokens;
   o.max_serve_cost = cap;
   const Recommendation r = recommend(moe_law(), o);
   ASSERT_TRUE(r.best_cost.has_value());
@@ -290,7 +287,8 @@ TEST(Recommend, LawWithoutExpertsGivesOneRowAndSaysWhy) {
   const std::string json = to_json(r);
   EXPECT_THAT(json, HasSubstr("\"note\""));
   // The best loss is a real loss, not an index.
-  EXPECT_THAT(json, HasSubstr(fmt::format("\"best_loss\":{}", nlohmann::json(r.loss_optimal[0].loss).dump())));
+  EXPECT_THAT(json, HasSubstr(fmt::format("\"best_loss\":{}",
+                                          nlohmann::json(r.loss_optimal[0].loss).dump())));
 }
 
 TEST(Recommend, OptimumAtTheEdgeOfTheRangeIsFlagged) {
@@ -398,8 +396,7 @@ TEST(CostModel, KvCacheAtAverageOccupancyAndSweepShape) {
 
 TEST(Simulate, LawParametersAndNoise) {
   const Law& law = builtin_law("chinchilla");
-  const auto p = law_parameters(
-      law, {"E=1.69", "A=406.4", "B=410.7", "alpha=0.34", "beta=0.28"});
+  const auto p = law_parameters(law, {"E=1.69", "A=406.4", "B=410.7", "alpha=0.34", "beta=0.28"});
   EXPECT_NEAR(p.at("a"), std::log(406.4), 1e-12);
   EXPECT_NEAR(p.at("e"), std::log(1.69), 1e-12);
   EXPECT_DOUBLE_EQ(p.at("alpha"), 0.34);
@@ -417,7 +414,8 @@ TEST(Simulate, LawParametersAndNoise) {
   double sum = 0, sum2 = 0;
   const int n = 2000;
   for (int i = 0; i < n; ++i) {
-    const double r = std::log(simulated_loss(expr, x, o, 0.01, 3, "run" + std::to_string(i)) / clean);
+    const double r =
+        std::log(simulated_loss(expr, x, o, 0.01, 3, "run" + std::to_string(i)) / clean);
     sum += r, sum2 += r * r;
   }
   EXPECT_NEAR(sum / n, 0, 0.001);

@@ -35,7 +35,8 @@ const char* kGrid =
 TEST_F(CliTest, SimulateRecommendWithIntervalsAndPlanNext) {
   write("s.toml", sweep_toml("sim"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
-  const Result sim = run(fmt::format("simulate --sweep sim {} --noise 0.01 --seed 3 --json", kTruth));
+  const Result sim =
+      run(fmt::format("simulate --sweep sim {} --noise 0.01 --seed 3 --json", kTruth));
   ASSERT_EQ(sim.status, 0) << sim.err;
   const size_t planned = json::parse(sim.out)["runs"].size();
   EXPECT_EQ(planned, 12u);
