@@ -250,11 +250,11 @@ NextRunsPlan propose_next_runs(const FitResult& fit, const std::vector<Observati
     p.shrink_per_flop = best_score;
     p.why = fmt::format(
         "at {:.3g} FLOPs, {:.2g}x the fitted N* there; bootstrap fits disagree on its loss by "
-        "{:.2g}% (sd), which is {:.2g} of the noise; sd of log N* at {:.3g} FLOPs {:.3g} -> "
+        "{:.2g}% (sd), which is {:.2g} of the noise; sd of log N*{} at {:.3g} FLOPs {:.3g} -> "
         "{:.3g} ({:.1f}% narrower interval), {:.3g} per 1e18 FLOPs",
         c.run.budget, c.size_factor, 100 * p.prediction_sd, p.prediction_sd / sigma,
-        o.target_budget, p.sd_before, p.sd_after, 100 * (1 - p.sd_after / p.sd_before),
-        best_gain / c.run.compute_6n * 1e18);
+        m > 1 ? " (all E together)" : "", o.target_budget, p.sd_before, p.sd_after,
+        100 * (1 - p.sd_after / p.sd_before), best_gain / c.run.compute_6n * 1e18);
     plan.compute += c.run.compute_6n;
     plan.runs.push_back(std::move(p));
   }
