@@ -136,6 +136,19 @@ nlohmann::json next_json(const fitting::NextRunsPlan& plan, const NextArgs& n,
   return j;
 }
 
+// The config's max_total_compute guards plan_sweep; --allowance is the user's own limit for
+// the new runs, so going over the config's only earns a warning.
+void warn_over_limit(const Database& db, const SweepConfig& config, double added) {
+  if (!(config.max_total_compute > 0)) return;
+  double total = added;
+  for (const RunRecord& r : db.runs(config.name, std::nullopt)) total += r.plan.compute_6n;
+  if (total > config.max_total_compute)
+    fmt::print(stderr,
+               "warning: sweep '{}' will need {} FLOPs in all, over its config's "
+               "max_total_compute = {}\n",
+               config.name, sci(total), sci(config.max_total_compute));
+}
+
 void run_plan_next(const PlanArgs& a, const NextArgs& n) {
   if (!a.config.empty())
     throw CLI::ValidationError("--config", "plan --next takes the sweep from --fit, not --config");
@@ -162,6 +175,7 @@ void run_plan_next(const PlanArgs& a, const NextArgs& n) {
   o.router = router_of(record, config);
   const fitting::NextRunsPlan plan =
       fitting::propose_next_runs(fit, fit_observations(db, record), config, keys, o);
+  warn_over_limit(db, config, plan.compute);
   Database::PlanSaved saved;
   if (!a.dry_run && !plan.runs.empty()) {
     std::vector<PlannedRun> runs;

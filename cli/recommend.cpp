@@ -33,7 +33,16 @@ struct SweepShape {
 std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& record) {
   const SweepRecord sweep = db.sweep(record.sweep);
   if (sweep.kind != "planned" || sweep.config.empty()) return std::nullopt;
-  const SweepConfig config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  SweepConfig config;
+  try {
+    config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  } catch (const std::exception& e) {
+    // The shape only refines serving costs: a config this version cannot read is no reason
+    // to refuse the recommendation.
+    fmt::print(stderr, "warning: serving shape defaults to top-k MoE in every layer: {}\n",
+               e.what());
+    return std::nullopt;
+  }
   SweepShape s;
   s.moe_every = config.base.moe_every;
   s.top_k = config.base.top_k;
