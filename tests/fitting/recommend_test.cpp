@@ -350,6 +350,20 @@ TEST(Intervals, BracketThePointEstimatesOnEpochChinchilla) {
   }
 }
 
+TEST(Intervals, BootstrapOnTheFlyForCustomLaws) {
+  FitResult fit = chinchilla();
+  fit.law = "custom";  // not in the catalogue: the law is rebuilt from its expression
+  EXPECT_EQ(law_of(fit).expression, fit.expression);
+  EXPECT_EQ(law_of(chinchilla()).grid.size(), builtin_law("chinchilla").grid.size());
+  FitOptions fo;
+  fo.bootstrap = 6;
+  const FitResult with = with_bootstrap(fit, epoch_chinchilla(), fo);
+  EXPECT_GE(with.bootstrap_samples.size(), 5u);
+  EXPECT_EQ(with.fitted, fit.fitted);
+  fit.fitted.erase("alpha");
+  EXPECT_THROW(with_bootstrap(fit, epoch_chinchilla(), fo), std::invalid_argument);
+}
+
 TEST(Intervals, PBestSumsToOneAcrossExpertCounts) {
   FitResult fit = moe_law();
   // A hand-made ensemble: the B/Ehat^beta term's exponent varies, which moves which E wins,
