@@ -5,7 +5,9 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "db/db.h"
+#include "fitting/fitting.h"
 #include "planner/planner.h"
 
 namespace moescale::cli {
@@ -14,6 +16,14 @@ namespace {
 struct PlanArgs {
   std::string config, db;
   bool dry_run = false, json = false;
+};
+
+// plan --next: runs that would most shrink the N* interval of a fit's recommendation.
+struct NextArgs {
+  bool next = false;
+  int64_t fit_id = 0;
+  double budget = 0, allowance = 0;
+  int max_runs = 5, bootstrap = 100;
 };
 
 std::string plan_table(const std::vector<PlannedRun>& runs) {
@@ -67,17 +77,154 @@ void run_plan(const PlanArgs& a) {
     fmt::print("{} new runs, {} already planned, in {}\n", saved.added, saved.existing, db_path);
 }
 
+Router router_of(const FitRecord& record, const SweepConfig& config) {
+  const auto at = record.group.find("router=");
+  if (at != std::string::npos) {
+    const auto end = record.group.find(',', at);
+    const std::string name = record.group.substr(at + 7, end - at - 7);
+    if (name != "dense" && name != "imported") return parse_router(name);
+  }
+  for (Router r : config.routers)
+    if (r != Router::dense) return r;
+  return Router::topk;
+}
+
+void print_next(const fitting::NextRunsPlan& plan, const NextArgs& n, const std::string& sweep) {
+  Table t({"#", "budget", "E", "d", "L", "N_active", "tokens", "C=6ND", "pred. loss",
+           "sd log N* after"});
+  for (size_t i = 0; i < plan.runs.size(); ++i) {
+    const fitting::ProposedRun& p = plan.runs[i];
+    const ModelShape& s = p.run.spec.shape;
+    t.add({std::to_string(i + 1), sci(p.run.budget), std::to_string(p.experts),
+           std::to_string(s.d_model), std::to_string(s.n_layers),
+           human_count(static_cast<double>(p.run.params.active)),
+           human_count(static_cast<double>(p.run.spec.tokens)), sci(p.run.compute_6n),
+           fmt::format("{:.4f}", p.predicted_loss), fmt::format("{:.4f}", p.sd_after)});
+  }
+  fmt::print("{}", t.render());
+  for (size_t i = 0; i < plan.runs.size(); ++i) fmt::print("  {}: {}\n", i + 1, plan.runs[i].why);
+  const double z = 1.96;  // a 95% interval on log N* spans 2 z sd
+  fmt::print(
+      "sweep '{}': {} runs of {} candidates, {} FLOPs of the {} allowed; expected sd of "
+      "log N* at {} FLOPs {:.4f} -> {:.4f} (95% interval x{:.3g} -> x{:.3g})\n",
+      sweep, plan.runs.size(), plan.candidates, sci(plan.compute), sci(n.allowance), sci(n.budget),
+      plan.sd_start, plan.sd_end, std::exp(2 * z * plan.sd_start), std::exp(2 * z * plan.sd_end));
+}
+
+nlohmann::json next_json(const fitting::NextRunsPlan& plan, const NextArgs& n,
+                         const std::string& sweep, const Database::PlanSaved& saved, bool dry) {
+  nlohmann::json j{{"sweep", sweep},
+                   {"target_budget", n.budget},
+                   {"allowance", n.allowance},
+                   {"compute_6n", plan.compute},
+                   {"sd_log_n_opt_before", plan.sd_start},
+                   {"sd_log_n_opt_after", plan.sd_end},
+                   {"candidates", plan.candidates},
+                   {"dry_run", dry},
+                   {"added", saved.added},
+                   {"runs", nlohmann::json::array()}};
+  for (const fitting::ProposedRun& p : plan.runs) {
+    nlohmann::json r = planned_run_json(p.run);
+    r.update({{"predicted_loss", p.predicted_loss},
+              {"prediction_sd", p.prediction_sd},
+              {"sd_before", p.sd_before},
+              {"sd_after", p.sd_after},
+              {"shrink_per_flop", p.shrink_per_flop},
+              {"why", p.why}});
+    j["runs"].push_back(r);
+  }
+  return j;
+}
+
+// The config's max_total_compute guards plan_sweep; --allowance is the user's own limit for
+// the new runs, so going over the config's only earns a warning.
+void warn_over_limit(const Database& db, const SweepConfig& config, double added) {
+  if (!(config.max_total_compute > 0)) return;
+  double total = added;
+  for (const RunRecord& r : db.runs(config.name, std::nullopt)) total += r.plan.compute_6n;
+  if (total > config.max_total_compute)
+    fmt::print(stderr,
+               "warning: sweep '{}' will need {} FLOPs in all, over its config's "
+               "max_total_compute = {}\n",
+               config.name, sci(total), sci(config.max_total_compute));
+}
+
+void run_plan_next(const PlanArgs& a, const NextArgs& n) {
+  if (!a.config.empty())
+    throw CLI::ValidationError("--config", "plan --next takes the sweep from --fit, not --config");
+  if (n.fit_id <= 0 || !(n.budget > 0) || !(n.allowance > 0))
+    throw CLI::ValidationError(
+        "--next", "needs --fit ID, --budget C_target and --allowance C_extra (positive FLOPs)");
+  Database db(default_database_path(a.db), Database::Mode::must_exist);
+  const FitRecord record = db.fit(n.fit_id);
+  const SweepRecord sweep = db.sweep(record.sweep);
+  if (sweep.kind != "planned" || sweep.config.empty())
+    throw std::runtime_error(fmt::format(
+        "fit {} is of sweep '{}', which holds imported observations and no planned config; "
+        "plan --next adds runs to planned sweeps",
+        n.fit_id, sweep.name));
+  SweepConfig config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  config.name = sweep.name;
+  const fitting::FitResult fit = fit_with_bootstrap(db, record, n.bootstrap, 0.95, a.json);
+  std::vector<std::string> keys;
+  for (const RunRecord& r : db.runs(sweep.name, std::nullopt)) keys.push_back(r.key);
+  fitting::NextRunsOptions o;
+  o.target_budget = n.budget;
+  o.allowance = n.allowance;
+  o.max_runs = n.max_runs;
+  o.router = router_of(record, config);
+  const fitting::NextRunsPlan plan =
+      fitting::propose_next_runs(fit, fit_observations(db, record), config, keys, o);
+  warn_over_limit(db, config, plan.compute);
+  Database::PlanSaved saved;
+  if (!a.dry_run && !plan.runs.empty()) {
+    std::vector<PlannedRun> runs;
+    for (const fitting::ProposedRun& p : plan.runs) runs.push_back(p.run);
+    saved = db.save_plan(config, runs);
+  }
+  if (a.json) {
+    fmt::print("{}\n", next_json(plan, n, sweep.name, saved, a.dry_run).dump(2));
+    return;
+  }
+  print_next(plan, n, sweep.name);
+  if (plan.runs.empty())
+    fmt::print("no candidate fits the allowance or shrinks the interval; raise --allowance\n");
+  else if (a.dry_run)
+    fmt::print("dry run: nothing written\n");
+  else
+    fmt::print(
+        "{} runs added as planned runs of sweep '{}': run them with moescale train (or "
+        "simulate) --sweep {}, then fit again\n",
+        saved.added, sweep.name, sweep.name);
+}
+
 }  // namespace
 
 void add_plan_command(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();
+  auto next = std::make_shared<NextArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "plan", "Plan a sweep from a TOML config and record its runs in the database.");
-  cmd->add_option("--config", args->config, "sweep config (see configs/)")->required();
+      "plan",
+      "Plan a sweep from a TOML config and record its runs in the database.\n"
+      "With --next: propose up to --max-runs new runs of a fit's sweep whose results would "
+      "most shrink the interval on N* at --budget, per FLOP, within --allowance FLOPs.");
+  cmd->add_option("--config", args->config, "sweep config (see configs/)");
   add_db_option(cmd, args->db);
   cmd->add_flag("--dry-run", args->dry_run, "print the plan, write nothing");
   cmd->add_flag("--json", args->json, "print JSON");
-  cmd->callback([args] { run_plan(*args); });
+  cmd->add_flag("--next", next->next, "propose the next runs of a fit's sweep (needs --fit)");
+  cmd->add_option("--fit", next->fit_id, "--next: the fit whose recommendation to sharpen");
+  cmd->add_option("--budget", next->budget, "--next: the target compute budget C (FLOPs)");
+  cmd->add_option("--allowance", next->allowance, "--next: most FLOPs (6·N·D) to add");
+  cmd->add_option("--max-runs", next->max_runs, "--next: most runs to add")->default_val(5);
+  cmd->add_option("--bootstrap", next->bootstrap,
+                  "--next: resamples to refit when the fit has no bootstrap sets")
+      ->default_val(100);
+  cmd->callback([args, next] {
+    if (next->next) return run_plan_next(*args, *next);
+    if (args->config.empty()) throw CLI::RequiredError("--config");
+    run_plan(*args);
+  });
 }
 
 }  // namespace moescale::cli

@@ -1,8 +1,12 @@
-// moescale recommend: from a stored fit, how many experts, parameters and tokens.
+// moescale recommend: from a stored fit, how many experts, parameters and tokens, with
+// bootstrap intervals, and (with serving demand) the inference-aware choice.
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -10,49 +14,185 @@ namespace moescale::cli {
 namespace {
 
 struct RecommendArgs {
-  std::string db, hardware = "h100";
-  int64_t fit_id = 0, top_k = 2, prompt_tokens = 1024, output_tokens = 256;
-  double budget = 0, serve_tokens = 0, target_loss = 0;
+  std::string db, hardware = "h100", mode;
+  int64_t fit_id = 0, top_k = 0, prompt_tokens = 1024, output_tokens = 256, reference_experts = 0;
+  double budget = 0, serve_tokens = 0, target_loss = 0, max_serve_cost = 0, confidence = 0.95;
+  int bootstrap = 100, max_gpus = 64;
   std::vector<int64_t> experts{1, 4, 8, 16, 32};
   std::vector<std::string> overrides;
-  bool json = false;
+  bool json = false, quiet = false;
 };
 
-fitting::RecommendOptions options_of(const RecommendArgs& a) {
+// The sweep's serving shape: its router (the fit group's, else the first MoE router of the
+// config), MoE spacing and top-k. Empty for imported sweeps: the defaults apply.
+struct SweepShape {
+  Router router = Router::topk;
+  int64_t moe_every = 1, top_k = 2;
+};
+
+std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& record) {
+  const SweepRecord sweep = db.sweep(record.sweep);
+  if (sweep.kind != "planned" || sweep.config.empty()) return std::nullopt;
+  SweepConfig config;
+  try {
+    config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  } catch (const std::exception& e) {
+    // The shape only refines serving costs: a config this version cannot read is no reason
+    // to refuse the recommendation.
+    fmt::print(stderr, "warning: serving shape defaults to top-k MoE in every layer: {}\n",
+               e.what());
+    return std::nullopt;
+  }
+  SweepShape s;
+  s.moe_every = config.base.moe_every;
+  s.top_k = config.base.top_k;
+  for (Router r : config.routers)
+    if (r != Router::dense) {
+      s.router = r;
+      break;
+    }
+  const auto at = record.group.find("router=");
+  if (at != std::string::npos) {
+    const auto end = record.group.find(',', at);
+    const std::string name = record.group.substr(at + 7, end - at - 7);
+    if (name != "dense" && name != "imported") s.router = parse_router(name);
+  }
+  return s;
+}
+
+fitting::RecommendOptions options_of(const RecommendArgs& a, const std::optional<SweepShape>& s) {
   if (!(a.budget > 0))
     throw std::invalid_argument("--budget must be a positive number of FLOPs, e.g. 1e21");
   fitting::RecommendOptions o;
   o.budget = a.budget;
   o.experts = a.experts;
-  o.top_k = a.top_k;
+  o.top_k = a.top_k > 0 ? a.top_k : s ? s->top_k : 2;
+  if (s) o.shape = fitting::serving_shape_like(s->router, s->moe_every);
+  o.confidence = a.confidence;
   if (a.target_loss > 0) o.target_loss = a.target_loss;
-  if (a.serve_tokens > 0) {
+  if (a.reference_experts > 0) o.reference_experts = a.reference_experts;
+  if (a.max_serve_cost > 0) o.max_serve_cost = a.max_serve_cost;
+  const bool serving = a.serve_tokens > 0 || a.max_serve_cost > 0 || !a.mode.empty();
+  if (serving) {
     fitting::ServingDemand d;
     d.tokens = a.serve_tokens;
     d.prompt_tokens = a.prompt_tokens;
     d.output_tokens = a.output_tokens;
+    d.max_gpus = a.max_gpus;
     d.hardware = fitting::hardware_preset(a.hardware);
     for (const std::string& o : a.overrides) fitting::apply_hardware_override(d.hardware, o);
     o.serving = d;
+    o.mode = a.mode == "total-cost" ? fitting::InferenceMode::total_cost
+                                    : fitting::InferenceMode::budget;
   }
   return o;
 }
 
-void print_loss_optimal(const fitting::Recommendation& r) {
-  Table t({"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"});
-  for (size_t i = 0; i < r.loss_optimal.size(); ++i) {
-    const fitting::Choice& c = r.loss_optimal[i];
-    t.add({i == r.best_loss ? "*" : "", std::to_string(c.experts), human_count(c.n_active),
-           human_count(c.n_total), human_count(c.tokens),
-           fmt::format("{:.1f}", c.tokens / c.n_active), fmt::format("{:.4f}", c.loss)});
-  }
-  fmt::print("loss-optimal at C = {} FLOPs (law {}):\n{}", sci(r.budget), r.law, t.render());
+std::string with_interval(const std::string& value, const std::optional<fitting::Interval>& ci,
+                          std::string (*format)(double)) {
+  if (!ci) return value;
+  return fmt::format("{} [{}, {}]", value, format(ci->lo), format(ci->hi));
 }
 
-void print_cost_optimal(const fitting::Recommendation& r) {
+std::string loss_text(double x) {
+  return fmt::format("{:.4f}", x);
+}
+
+std::string size_text(const fitting::Choice& c) {
+  if (c.edge == fitting::Edge::lower) return fmt::format("edge: <= {}", human_count(c.n_active));
+  if (c.edge == fitting::Edge::upper) return fmt::format("edge: >= {}", human_count(c.n_active));
+  return with_interval(human_count(c.n_active), c.n_active_ci, human_count);
+}
+
+void print_loss_optimal(const fitting::Recommendation& r, const fitting::RecommendOptions& o) {
+  const bool ci = r.bootstrap > 0;
+  std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"};
+  if (ci) header.push_back("p_best");
+  Table t(header);
+  bool edge = false;
+  for (size_t i = 0; i < r.loss_optimal.size(); ++i) {
+    const fitting::Choice& c = r.loss_optimal[i];
+    edge = edge || c.edge != fitting::Edge::none;
+    std::vector<std::string> row{i == r.best ? "*" : "",
+                                 std::to_string(c.experts),
+                                 size_text(c),
+                                 human_count(c.n_total),
+                                 with_interval(human_count(c.tokens), c.tokens_ci, human_count),
+                                 fmt::format("{:.1f}", c.tokens / c.n_active),
+                                 with_interval(loss_text(c.loss), c.loss_ci, loss_text)};
+    if (ci) row.push_back(c.p_best ? fmt::format("{:.2f}", *c.p_best) : "-");
+    t.add(row);
+  }
+  fmt::print("loss-optimal at C = {} FLOPs (law {}):\n{}", sci(r.budget), r.law, t.render());
+  if (ci)
+    fmt::print(
+        "[low, high]: {:.0f}% intervals over {} bootstrap fits; p_best: share of them in "
+        "which that E has the lowest loss\n",
+        100 * r.confidence, r.bootstrap);
+  if (edge)
+    fmt::print(
+        "edge: the loss keeps falling up to the end of the search range [{}, {}] of "
+        "N_active, so that row is no optimum; the law does not bracket one at this "
+        "budget (widen the sweep's sizes, or distrust the fit here)\n",
+        human_count(o.min_params), human_count(std::min(o.max_params, r.budget / 6)));
+  if (!r.note.empty()) fmt::print("note: {}\n", r.note);
+  if (r.compute_waste)
+    fmt::print(
+        "compute waste: {:.2f}% of the budget, averaged over the bootstrap fits (the extra "
+        "compute the starred (E, N) needs to reach each fit's own best loss){}\n",
+        100 * *r.compute_waste,
+        r.waste_unreachable && *r.waste_unreachable > 0
+            ? fmt::format("; in {:.0f}% of the fits it cannot reach it at all",
+                          100 * *r.waste_unreachable)
+            : "");
+}
+
+std::string smaller_text(const fitting::Choice& c) {
+  if (!(c.overtrain_ratio > 0)) return "-";
+  return fmt::format("{:.2f}x ({:.0f}%)", c.overtrain_ratio, 100 * (1 - 1 / c.overtrain_ratio));
+}
+
+void print_budget_mode(const fitting::Recommendation& r) {
   const auto& hw = r.serving->hardware;
-  fmt::print("\ncheapest way to reach loss {:.4f}, serving {} tokens on {} (${:.2f}/GPU-hour):\n",
-             r.target_loss, human_count(r.serving->tokens), hw.name, hw.usd_per_hour);
+  if (r.max_serve_cost)
+    fmt::print(
+        "\nbudget mode: best loss at C = {} FLOPs serving under ${:.4g} per million tokens "
+        "on {}:\n",
+        sci(r.budget), *r.max_serve_cost, hw.name);
+  else
+    fmt::print("\nbudget mode: cheapest to serve at C = {} FLOPs reaching loss {:.4f}{}, on {}:\n",
+               sci(r.budget), r.target_loss,
+               r.reference_experts
+                   ? fmt::format(" (the loss-optimal E = {}, cheapest loss-optimal model to serve)",
+                                 *r.reference_experts)
+                   : "",
+               hw.name);
+  Table t({"", "E", "N_active", "N_total", "tokens", "C=6ND", "loss", "smaller than loss-opt",
+           "GPUs", "$/M tok", "serve $"});
+  for (size_t i = 0; i < r.cost_optimal.size(); ++i) {
+    const fitting::Choice& c = r.cost_optimal[i];
+    if (!c.feasible) {
+      t.add({"", std::to_string(c.experts),
+             r.max_serve_cost ? "over the serving cap" : "cannot reach the loss at this budget"});
+      continue;
+    }
+    t.add({r.best_cost == i ? "*" : "", std::to_string(c.experts), human_count(c.n_active),
+           human_count(c.n_total), human_count(c.tokens), sci(c.compute),
+           fmt::format("{:.4f}", c.loss), smaller_text(c), std::to_string(c.serving.gpus),
+           fmt::format("{:.4f}", c.serving.usd_per_million_tokens), human_count(c.serve_usd)});
+  }
+  fmt::print("{}", t.render());
+  fmt::print(
+      "'smaller than loss-opt': that E's loss-optimal N_active at this budget over the "
+      "chosen one; compute is the budget on every line\n");
+}
+
+void print_total_cost_mode(const fitting::Recommendation& r) {
+  const auto& hw = r.serving->hardware;
+  fmt::print(
+      "\ntotal-cost mode: cheapest way to reach loss {:.4f}, serving {} tokens on {} "
+      "(${:.2f}/GPU-hour); compute may exceed the budget:\n",
+      r.target_loss, human_count(r.serving->tokens), hw.name, hw.usd_per_hour);
   Table t({"", "E", "N_active", "N_total", "tokens", "C=6ND", "smaller by", "GPUs", "$/M tok",
            "train $", "serve $", "total $"});
   for (size_t i = 0; i < r.cost_optimal.size(); ++i) {
@@ -61,29 +201,38 @@ void print_cost_optimal(const fitting::Recommendation& r) {
       t.add({"", std::to_string(c.experts), "unreachable"});
       continue;
     }
-    t.add({i == r.best_cost ? "*" : "", std::to_string(c.experts), human_count(c.n_active),
-           human_count(c.n_total), human_count(c.tokens), sci(c.compute),
-           fmt::format("{:.2f}x", c.overtrain_ratio), std::to_string(c.serving.gpus),
-           fmt::format("{:.4f}", c.serving.usd_per_million_tokens), human_count(c.train_usd),
-           human_count(c.serve_usd), human_count(c.total_usd)});
+    t.add({r.best_cost == i ? "*" : "", std::to_string(c.experts), human_count(c.n_active),
+           human_count(c.n_total), human_count(c.tokens),
+           sci(c.compute) + (c.over_budget ? " OVER BUDGET" : ""), smaller_text(c),
+           std::to_string(c.serving.gpus), fmt::format("{:.4f}", c.serving.usd_per_million_tokens),
+           human_count(c.train_usd), human_count(c.serve_usd), human_count(c.total_usd)});
   }
   fmt::print("{}", t.render());
-  fmt::print("'smaller by': loss-optimal N_active for that loss over the chosen one\n");
+  fmt::print(
+      "'smaller by': loss-optimal N_active for that loss over the chosen one; OVER BUDGET: "
+      "more compute than --budget {}\n",
+      sci(r.budget));
 }
 
 void run_recommend(const RecommendArgs& a) {
   Database db(default_database_path(a.db), Database::Mode::must_exist);
   const FitRecord record = db.fit(a.fit_id);
-  const fitting::FitResult fit = fitting::fit_result_from_json(record.result);
-  const fitting::Recommendation r = fitting::recommend(fit, options_of(a));
+  const auto shape = sweep_shape(db, record);
+  const fitting::RecommendOptions options = options_of(a, shape);
+  const fitting::FitResult fit = fit_with_bootstrap(db, record, a.bootstrap, a.confidence, a.quiet);
+  const fitting::Recommendation r = fitting::recommend(fit, options);
   if (a.json) {
     fmt::print("{}\n", fitting::to_json(r));
     return;
   }
   fmt::print("fit {} of sweep '{}' ({}), group {}\n", record.id, record.sweep, record.law,
              record.group);
-  print_loss_optimal(r);
-  if (r.inference_aware) print_cost_optimal(r);
+  print_loss_optimal(r, options);
+  if (!r.inference_aware) return;
+  if (r.mode == fitting::InferenceMode::budget)
+    print_budget_mode(r);
+  else
+    print_total_cost_mode(r);
 }
 
 }  // namespace
@@ -92,17 +241,35 @@ void add_recommend_command(CLI::App& app) {
   auto a = std::make_shared<RecommendArgs>();
   CLI::App* cmd = app.add_subcommand(
       "recommend",
-      "Recommend expert count, N_active and tokens for a training budget from a stored fit.\n"
-      "With --serve-tokens, also count serving cost (all experts' weights in GPU memory, KV "
-      "cache in the rest, roofline throughput) and pick the cheapest way to the target loss.");
+      "Recommend expert count, N_active and tokens for a training budget from a stored fit, "
+      "with bootstrap intervals.\n"
+      "With --serve-tokens or --max-serve-cost, also count serving cost (all experts' weights "
+      "in GPU memory, KV cache in the rest, roofline throughput): --mode budget (default) keeps "
+      "the training budget and picks the cheapest model to serve at the reference loss, or the "
+      "best loss under a serving cost cap; --mode total-cost minimises training + serving "
+      "dollars at a target loss, compute free to grow.");
   cmd->add_option("--fit", a->fit_id, "fit id (printed by `moescale fit`)")->required();
   cmd->add_option("--budget", a->budget, "training compute C = 6·N·D in FLOPs")->required();
   cmd->add_option("--experts", a->experts, "expert counts to compare")
       ->delimiter(',')
       ->default_str("1,4,8,16,32");
-  cmd->add_option("--top-k", a->top_k, "experts per token of the MoE choices")->default_val(2);
+  cmd->add_option("--top-k", a->top_k, "experts per token of the MoE choices")
+      ->default_str("the sweep's, else 2");
+  cmd->add_option("--bootstrap", a->bootstrap,
+                  "resamples to refit for intervals when the fit has no bootstrap sets (0: none)")
+      ->default_val(100);
+  cmd->add_option("--confidence", a->confidence, "level of the intervals")->default_val(0.95);
+  cmd->add_option("--mode", a->mode, "budget or total-cost (implies serving)")
+      ->check(CLI::IsMember({"budget", "total-cost"}))
+      ->default_str("budget when serving is counted");
   cmd->add_option("--serve-tokens", a->serve_tokens, "tokens to serve over the model's life");
-  cmd->add_option("--target-loss", a->target_loss, "loss to reach (default: the budget's best)");
+  cmd->add_option("--max-serve-cost", a->max_serve_cost,
+                  "budget mode: best loss serving under this many USD per million tokens");
+  cmd->add_option("--target-loss", a->target_loss,
+                  "loss to reach (budget mode: default the loss-optimal loss of the E cheapest "
+                  "to serve; total-cost: the budget's best)");
+  cmd->add_option("--reference-experts", a->reference_experts,
+                  "budget mode: the E whose loss-optimal loss is the target");
   cmd->add_option("--hardware", a->hardware, "GPU preset: h100, a100, h200")->default_val("h100");
   cmd->add_option("--hw", a->overrides,
                   "override a hardware figure: memory_gb=, bandwidth_tbs=, "
@@ -111,8 +278,10 @@ void add_recommend_command(CLI::App& app) {
       ->default_val(1024);
   cmd->add_option("--output-tokens", a->output_tokens, "generated tokens per request")
       ->default_val(256);
+  cmd->add_option("--max-gpus", a->max_gpus, "GPUs per serving replica at most")->default_val(64);
   add_db_option(cmd, a->db);
   cmd->add_flag("--json", a->json, "print JSON");
+  cmd->add_flag("-q,--quiet", a->quiet, "no progress");
   cmd->callback([a] { run_recommend(*a); });
 }
 

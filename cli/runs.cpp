@@ -21,6 +21,7 @@ nlohmann::json run_json(const RunRecord& r) {
             {"sweep", r.sweep},
             {"key", r.key},
             {"status", to_string(r.status)},
+            {"source", r.source},
             {"steps_done", r.steps_done},
             {"worker", r.worker},
             {"started_at", r.started_at},
@@ -44,11 +45,12 @@ void run_runs(const RunsArgs& a) {
     fmt::print("{}\n", j.dump(2));
     return;
   }
-  Table t({"id", "sweep", "status", "router", "E", "N_active", "tokens", "C=6ND", "steps",
+  Table t({"id", "sweep", "status", "source", "router", "E", "N_active", "tokens", "C=6ND", "steps",
            "val loss", "time"});
   for (const RunRecord& r : runs) {
     const ModelShape& s = r.plan.spec.shape;
-    t.add({std::to_string(r.id), r.sweep, to_string(r.status), to_string(s.router),
+    t.add({std::to_string(r.id), r.sweep, to_string(r.status),
+           r.status == RunStatus::done ? r.source : "", to_string(s.router),
            std::to_string(s.experts), human_count(static_cast<double>(r.plan.params.active)),
            human_count(static_cast<double>(r.plan.spec.tokens)), sci(r.plan.compute_6n),
            fmt::format("{}/{}", r.steps_done, r.plan.spec.steps()),

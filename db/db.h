@@ -39,6 +39,7 @@ struct RunRecord {
   std::optional<double> wall_seconds;
   int64_t steps_done = 0;
   std::string error;
+  std::string source = "trained";  // or "simulated" (moescale simulate)
 };
 
 struct MetricRecord {
@@ -56,8 +57,9 @@ struct MetricRecord {
 struct ObservationRecord {
   double n_active = 0, n_total = 0, tokens = 0, experts = 1, top_k = 1, granularity = 1;
   double loss = 0;
-  std::string router;  // "" for imports
-  std::string label;   // run key, or "row N" of the imported file
+  std::string router;              // "" for imports
+  std::string label;               // run key, or "row N" of the imported file
+  std::string source = "trained";  // "trained", "simulated" or "imported"
 };
 
 struct FitRecord {
@@ -73,7 +75,7 @@ struct FitRecord {
 class Database {
  public:
   enum class Mode { create_if_missing, must_exist };
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Throws std::runtime_error with an actionable message for a missing,
   // foreign, corrupt or newer-schema file, without touching it.
@@ -111,12 +113,17 @@ class Database {
   void finish_run(int64_t run_id, RunStatus status, std::optional<double> final_loss,
                   double wall_seconds, int64_t steps_done, const std::string& error);
   void release_run(int64_t run_id, int64_t steps_done);  // back to planned, progress kept
+  // Marks planned runs done with simulated final losses (source 'simulated'), all or none:
+  // throws if a run is not a planned run of the sweep.
+  void record_simulated(const std::string& sweep,
+                        const std::vector<std::pair<int64_t, double>>& losses);
   std::vector<MetricRecord> metrics(int64_t run_id, const std::string& split = "") const;
 
   // All rows or none. Throws if the sweep exists and is not an import.
   int64_t import_observations(const std::string& sweep, const std::string& source,
                               const std::vector<ObservationRecord>& rows);
-  // Imported rows plus the done runs of a planned sweep.
+  // Imported rows plus the done runs of a planned sweep. Throws if the done runs mix trained
+  // and simulated results: a fit must be of one or the other.
   std::vector<ObservationRecord> observations(const std::string& sweep) const;
 
   int64_t save_fit(const std::string& sweep, const std::string& law, const std::string& group,

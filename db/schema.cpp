@@ -80,6 +80,8 @@ const char* const kMigrations[] = {
          grp TEXT NOT NULL,
          result TEXT NOT NULL,
          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')));)",
+    // 'trained' or 'simulated' (moescale simulate): simulated losses never pass for real ones.
+    R"(ALTER TABLE runs ADD COLUMN source TEXT NOT NULL DEFAULT 'trained';)",
 };
 static_assert(std::size(kMigrations) == Database::kSchemaVersion);
 

@@ -1,6 +1,8 @@
 // Typed queries over sweeps, runs, metrics, observations and fits.
 #include <sqlite3.h>
 
+#include <set>
+
 #include "db/db.h"
 #include "db/statement.h"
 
@@ -47,7 +49,7 @@ namespace {
 constexpr const char* kRunColumns =
     "r.id, r.sweep_id, s.name, r.key, r.spec, r.compute_6n, r.compute_full, r.est_seconds, "
     "r.budget, r.status, r.worker, r.heartbeat, r.created_at, r.started_at, r.finished_at, "
-    "r.final_loss, r.wall_seconds, r.steps_done, r.error";
+    "r.final_loss, r.wall_seconds, r.steps_done, r.error, r.source";
 
 RunRecord read_run(const sql::Statement& s) {
   RunRecord r;
@@ -71,6 +73,7 @@ RunRecord read_run(const sql::Statement& s) {
   r.wall_seconds = s.optional_real(16);
   r.steps_done = s.integer(17);
   r.error = s.text(18);
+  r.source = s.text(19);
   return r;
 }
 
@@ -256,6 +259,27 @@ void Database::release_run(int64_t run_id, int64_t steps_done) {
   tx.commit();
 }
 
+void Database::record_simulated(const std::string& sweep_name,
+                                const std::vector<std::pair<int64_t, double>>& losses) {
+  Transaction tx(handle_);
+  const SweepRecord sw = sweep(sweep_name);
+  sql::Statement update(
+      handle_, fmt::format("UPDATE runs SET status = 'done', source = 'simulated', "
+                           "final_loss = ?3, wall_seconds = 0, steps_done = ?4, error = '', "
+                           "worker = 'simulate', finished_at = {} "
+                           "WHERE id = ?1 AND sweep_id = ?2 AND status = 'planned'",
+                           kNow)
+                   .c_str());
+  for (const auto& [id, loss] : losses) {
+    update.bind(1, id).bind(2, sw.id).bind(3, loss).bind(4, run(id).plan.spec.steps());
+    update.run();
+    if (sqlite3_changes(handle_) != 1)
+      throw std::runtime_error(fmt::format(
+          "run {} is not a planned run of sweep '{}'; nothing was recorded", id, sweep_name));
+  }
+  tx.commit();
+}
+
 std::vector<MetricRecord> Database::metrics(int64_t run_id, const std::string& split) const {
   sql::Statement s(handle_,
                    "SELECT run_id, step, tokens, split, loss, lr, aux_loss, tokens_per_s, "
@@ -319,15 +343,23 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
   imported.bind(1, sw.id);
   while (imported.step())
     out.push_back({imported.real(0), imported.real(1), imported.real(2), imported.real(3),
-                   imported.real(4), imported.real(5), imported.real(6), "", imported.text(7)});
+                   imported.real(4), imported.real(5), imported.real(6), "", imported.text(7),
+                   "imported"});
+  std::set<std::string> sources;
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
     if (!r.final_loss) continue;
     const ModelShape& s = r.plan.spec.shape;
-    out.push_back({static_cast<double>(r.plan.params.active),
-                   static_cast<double>(r.plan.params.total),
-                   static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key});
+    out.push_back(
+        {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
+         static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
+         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source});
+    sources.insert(r.source);
   }
+  if (sources.size() > 1)
+    throw std::runtime_error(fmt::format(
+        "sweep '{}' mixes trained and simulated runs, which no fit should mix; plan the config "
+        "under another sweep name to simulate it, and keep this one for training",
+        sweep_name));
   return out;
 }
 

@@ -97,8 +97,10 @@ TEST_F(DbTest, MigratesAnOlderSchemaForward) {
     Database db(path(), Database::Mode::create_if_missing);
     db.save_plan(config(), plan_sweep(config()));
   }
-  // What a schema-1 file looks like: no observations, no fits.
-  raw_exec(path(), "DROP TABLE fits; DROP TABLE observations; PRAGMA user_version = 1;");
+  // What a schema-1 file looks like: no observations, no fits, no runs.source.
+  raw_exec(path(),
+           "DROP TABLE fits; DROP TABLE observations; ALTER TABLE runs DROP COLUMN source; "
+           "PRAGMA user_version = 1;");
   Database db(path(), Database::Mode::must_exist);
   EXPECT_EQ(db.schema_version(), Database::kSchemaVersion);
   EXPECT_FALSE(db.runs("s", std::nullopt).empty());

@@ -1,0 +1,46 @@
+#include "cli/fit_data.h"
+
+#include <fmt/format.h>
+
+#include "cli/common.h"
+
+namespace moescale::cli {
+
+std::vector<fitting::Observation> fit_observations(const Database& db, const FitRecord& record) {
+  std::vector<fitting::Observation> out;
+  for (const ObservationRecord& o : db.observations(record.sweep)) {
+    if (record.group != "all" &&
+        fit_group_name(o.router.empty() ? "imported" : o.router, o.experts) != record.group)
+      continue;
+    out.push_back(
+        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label});
+  }
+  return out;
+}
+
+fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& record, int bootstrap,
+                                      double confidence, bool quiet) {
+  fitting::FitResult fit = fitting::fit_result_from_json(record.result);
+  if (!fit.bootstrap_samples.empty() || bootstrap <= 0) return fit;
+  const auto observations = fit_observations(db, record);
+  if (observations.size() != fit.n_points)
+    fmt::print(stderr,
+               "warning: fit {} used {} points, its group '{}' of sweep '{}' holds {} now "
+               "(fit filters, or runs finished since); the bootstrap resamples those {}\n",
+               record.id, fit.n_points, record.group, record.sweep, observations.size(),
+               observations.size());
+  fitting::FitOptions fo;
+  fo.bootstrap = bootstrap;
+  fo.confidence = confidence;
+  if (!quiet) {
+    fmt::print(stderr, "fit {} has no bootstrap sets: refitting {} resamples\n", record.id,
+               bootstrap);
+    fo.progress = [](std::string_view stage, size_t done, size_t total) {
+      if (stage == "bootstrap" && (done == total || done % 10 == 0))
+        fmt::print(stderr, "\rbootstrap {}/{}{}", done, total, done == total ? "\n" : "");
+    };
+  }
+  return fitting::with_bootstrap(fit, observations, fo);
+}
+
+}  // namespace moescale::cli

@@ -1,0 +1,20 @@
+// What recommend and plan --next need of a stored fit beyond its JSON: the observations it was
+// fitted on (as well as the store can tell) and, when it has none, bootstrap parameter sets.
+#pragma once
+
+#include <vector>
+
+#include "db/db.h"
+#include "fitting/fitting.h"
+
+namespace moescale::cli {
+
+// The sweep's observations in the fit's group ("all", or e.g. "router=topk,E=4").
+std::vector<fitting::Observation> fit_observations(const Database& db, const FitRecord& record);
+
+// The fit as stored; when it has no bootstrap sets and bootstrap > 0, refits that many
+// resamples from its optimum (progress on stderr unless quiet).
+fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& record, int bootstrap,
+                                      double confidence, bool quiet);
+
+}  // namespace moescale::cli
