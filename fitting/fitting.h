@@ -120,6 +120,7 @@ void set_bounds(Law& law, std::string_view spec, const std::string& where = "--b
 
 // ---------------------------------------------------------------- fitting
 enum class Holdout { none, largest_compute };
+inline constexpr int kMaxBootstrap = 100000;  // resamples; more is a typo, not a wish
 struct FitOptions {
   double delta = 1e-3;  // Huber threshold on log residuals
   int threads = 2;

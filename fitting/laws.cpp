@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "fitting/laws_toml.h"  // generated: kLawCatalogueToml
@@ -164,9 +165,14 @@ std::vector<std::string> Law::params() const {
   return out;
 }
 
-std::size_t Law::grid_size() const {
+std::size_t Law::grid_size() const {  // saturates instead of wrapping around
   std::size_t n = 1;
-  for (const auto& g : grid) n *= g.values.size();
+  for (const auto& g : grid) {
+    const std::size_t k = g.values.size();
+    if (k != 0 && n > std::numeric_limits<std::size_t>::max() / k)
+      return std::numeric_limits<std::size_t>::max();
+    n *= k;
+  }
   return n;
 }
 
