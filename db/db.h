@@ -58,6 +58,7 @@ struct ObservationRecord {
   double loss = 0;
   std::string router;  // "" for imports
   std::string label;   // run key, or "row N" of the imported file
+  int64_t steps = 0;   // optimiser steps the run did (runs.steps_done); 0 for imports
 };
 
 struct FitRecord {

@@ -326,7 +326,8 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
     out.push_back({static_cast<double>(r.plan.params.active),
                    static_cast<double>(r.plan.params.total),
                    static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key});
+                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key,
+                   r.steps_done});
   }
   return out;
 }

@@ -342,8 +342,13 @@ std::map<std::string, double> report(const std::vector<ReportedParam>& reported,
   for (const auto& r : reported) {
     const Expression e = Expression::parse(r.expression, "reported parameter");
     std::vector<double> args;
-    for (const auto& p : e.params())
-      args.push_back(x[std::find(names.begin(), names.end(), p) - names.begin()]);
+    for (const auto& p : e.params()) {
+      const auto it = std::find(names.begin(), names.end(), p);
+      if (it == names.end())
+        throw std::invalid_argument(
+            fmt::format("reported parameter {} needs \"{}\", which has no value", r.name, p));
+      args.push_back(x[it - names.begin()]);
+    }
     out[r.name] = e.evaluate(args, Observation{});
   }
   return out;
@@ -619,6 +624,14 @@ void quiet_ceres() {
 
 }  // namespace
 
+std::map<std::string, double> reported_values(const std::vector<ReportedParam>& reported,
+                                              const std::map<std::string, double>& fitted) {
+  std::vector<std::string> names;
+  std::vector<double> x;
+  for (const auto& [name, value] : fitted) names.push_back(name), x.push_back(value);
+  return report(reported, names, x);
+}
+
 double huber(double r, double delta) {
   const double a = std::abs(r);
   return a <= delta ? 0.5 * r * r : delta * (a - 0.5 * delta);
@@ -675,8 +688,11 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   result.converged = best.converged;
   result.bootstrap = options.bootstrap;
   result.confidence = options.confidence;
+  for (const ParamGrid& g : law.grid)
+    if (std::isfinite(g.lower) || std::isfinite(g.upper)) result.bounds[g.name] = {g.lower, g.upper};
   if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
   if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
+  result.diagnostics = diagnose(result, observations);
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
 }
@@ -734,6 +750,12 @@ std::string to_json(const FitResult& r) {
   } else {
     j["holdout"] = nullptr;
   }
+  j["bounds"] = json::object();  // JSON has no infinity: an open end is null
+  for (const auto& [name, b] : r.bounds)
+    j["bounds"][name] = {std::isfinite(b.first) ? json(b.first) : json(),
+                         std::isfinite(b.second) ? json(b.second) : json()};
+  j["diagnostics"] = json::array();
+  for (const auto& d : r.diagnostics) j["diagnostics"].push_back({{"code", d.code}, {"message", d.message}});
   j["seconds"] = r.seconds;
   return j.dump();
 }
@@ -778,6 +800,15 @@ FitResult fit_result_from_json(std::string_view text) {
                         h.at("n_test"),      h.at("rmsle"),
                         h.at("mean_error"),  h.at("params").get<std::map<std::string, double>>()};
     }
+    if (j.contains("bounds"))
+      for (const auto& [name, b] : j.at("bounds").items()) {
+        const double inf = std::numeric_limits<double>::infinity();
+        r.bounds[name] = {b.at(0).is_null() ? -inf : b.at(0).get<double>(),
+                          b.at(1).is_null() ? inf : b.at(1).get<double>()};
+      }
+    if (j.contains("diagnostics"))
+      for (const auto& d : j.at("diagnostics"))
+        r.diagnostics.push_back({d.at("code").get<std::string>(), d.at("message").get<std::string>()});
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value
     return r;

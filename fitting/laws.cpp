@@ -150,6 +150,21 @@ Law parse_law(const toml::table& t, const std::string& source, std::size_t index
   }
   finish_law(law, where, fmt::format("{}: law", where));
   for (const auto& b : string_list(t, "bounds", where)) set_bounds(law, b, where + " bounds");
+  for (const auto& p : string_list(t, "published", where)) {
+    auto [name, text] = split_assignment(p, where + " published");
+    const std::string what = fmt::format("{} published {}", where, name);
+    const auto params = law.params();
+    if (std::find(params.begin(), params.end(), name) == params.end())
+      throw std::invalid_argument(fmt::format("{}: not a fitted parameter of the law", what));
+    const Expression value = Expression::parse(text, what);
+    if (!value.params().empty() || !value.columns().empty())
+      throw std::invalid_argument(fmt::format("{}: \"{}\" must be a number", what, text));
+    law.published[name] = value.evaluate({}, Observation{});
+  }
+  if (!law.published.empty() && law.published.size() != law.grid.size())
+    throw std::invalid_argument(
+        fmt::format("{}: published gives {} of the {} fitted parameters; give all or none", where,
+                    law.published.size(), law.grid.size()));
   return law;
 }
 
@@ -166,8 +181,15 @@ std::vector<std::string> Law::params() const {
 }
 
 std::size_t Law::grid_size() const {  // saturates instead of wrapping around
+  // Linear parameters are solved inside each evaluation: their grids make no starts.
+  const Program& program = compiled().program();
+  std::vector<bool> searched(grid.size(), !program.separable);
+  if (program.separable)
+    for (int p : program.separable->nonlinear) searched[p] = true;
   std::size_t n = 1;
-  for (const auto& g : grid) {
+  for (std::size_t i = 0; i < grid.size(); ++i) {
+    if (!searched[i]) continue;
+    const auto& g = grid[i];
     const std::size_t k = g.values.size();
     if (k != 0 && n > std::numeric_limits<std::size_t>::max() / k)
       return std::numeric_limits<std::size_t>::max();
