@@ -98,7 +98,8 @@ class Parser {
   class Nesting {
    public:
     explicit Nesting(Parser& p) : p_(p) {
-      if (++p_.nesting_ > kMaxDepth)
+      // Each level of brackets or calls passes two counted functions (sum and unary).
+      if (++p_.nesting_ > 2 * kMaxDepth)
         p_.fail(fmt::format("nested more than {} levels deep; simplify the expression", kMaxDepth),
                 p_.pos_);
     }
@@ -398,7 +399,7 @@ std::string ast_string(const std::vector<Ast>& arena, int i) {
 
 // Splits a law into sum_k c_k * phi_k(theta) + phi_0(theta), where each c_k is a parameter p
 // (or exp(p), a log-space scale) that occurs nowhere else. Walks the tree once, distributing
-// products and quotients by parameter-free... factors over sums; anything else is one term
+// products and quotients by factors free of coefficients over sums; anything else is one term
 // whose factor is the node itself.
 class Separator {
  public:
@@ -410,13 +411,25 @@ class Separator {
     int factor = -1;  // AST node; -1: the number 1
   };
 
+  // Definitions are shared subtrees, so a tree walk can be exponential: past this many visits
+  // the law is treated as having no linear part.
+  struct TooBig {};
   std::vector<Term> decompose(int i) {
+    if (++visits_ > kMaxVisits) throw TooBig{};
     const Ast t = arena_[i];  // a copy: node() below grows the arena
     switch (t.op) {
       case Op::param: return {{t.name, false, -1}};
-      case Op::exp:
-        if (arena_[t.a].op == Op::param) return {{arena_[t.a].name, true, -1}};
+      case Op::exp: {
+        const Ast arg = arena_[t.a];  // a copy: node() grows the arena
+        if (arg.op == Op::param) return {{arg.name, true, -1}};
+        // exp(x + d) = exp(d) * exp(x): d is a log-space scale (Clark's law).
+        for (const auto& [coef, rest] : {std::pair{arg.b, arg.a}, std::pair{arg.a, arg.b}})
+          if (arg.op == Op::add && arena_[coef].op == Op::param) {
+            std::string name = arena_[coef].name;
+            return {{std::move(name), true, node(Op::exp, rest)}};
+          }
         return offset(i);
+      }
       case Op::add: return concat(decompose(t.a), decompose(t.b));
       case Op::sub: return concat(decompose(t.a), negate(decompose(t.b)));
       case Op::neg: return negate(decompose(t.a));
@@ -476,14 +489,21 @@ class Separator {
     return d;
   }
 
+  static constexpr std::size_t kMaxVisits = 100000;
   std::vector<Ast>& arena_;
+  std::size_t visits_ = 0;
 };
 
 // Null when no parameter enters linearly.
 std::shared_ptr<const Separable> separate(std::vector<Ast>& arena, int root,
                                           const Program& full) {
   Separator sep(arena);
-  std::vector<Separator::Term> terms = sep.decompose(root);
+  std::vector<Separator::Term> terms;
+  try {
+    terms = sep.decompose(root);
+  } catch (const Separator::TooBig&) {
+    return nullptr;
+  }
   // A candidate is linear only if every occurrence is a coefficient, all of one kind.
   std::set<std::string> elsewhere;
   std::map<std::string, std::set<bool>> kinds;
@@ -575,6 +595,7 @@ Expression Expression::parse(std::string_view text, std::string_view what,
   auto program = std::make_shared<Program>();
   Compiler(parsed.arena, *program).emit(parsed.root);
   split_uniform(*program);
+  std::string canonical = ast_string(parsed.arena, parsed.root);  // throws if far too long
   program->separable = separate(parsed.arena, parsed.root, *program);
   static std::atomic<uint64_t> next_id{1};
   program->id = next_id++;
@@ -587,7 +608,7 @@ Expression Expression::parse(std::string_view text, std::string_view what,
   Expression e;
   e.text_ = std::string(text);
   e.program_ = std::move(program);
-  e.canonical_ = ast_string(parsed.arena, parsed.root);
+  e.canonical_ = std::move(canonical);
   return e;
 }
 

@@ -182,7 +182,8 @@ std::vector<std::string> Law::params() const {
 
 std::size_t Law::grid_size() const {  // saturates instead of wrapping around
   // Linear parameters are solved inside each evaluation: their grids make no starts.
-  const Program& program = compiled().program();
+  const Expression expression = compiled();
+  const Program& program = expression.program();
   std::vector<bool> searched(grid.size(), !program.separable);
   if (program.separable)
     for (int p : program.separable->nonlinear) searched[p] = true;

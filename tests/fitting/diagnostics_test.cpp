@@ -42,7 +42,8 @@ std::vector<Observation> isoflop(double low, double high, uint64_t seed = 3) {
       const double n = best_n * low * std::pow(high / low, i / 6.0);
       const double d = c / (6 * n);
       obs.push_back({.n_active = n, .tokens = d, .loss = chinchilla_truth(n, d) *
-                                                         std::exp(noise(rng))});
+                                                         std::exp(noise(rng)),
+                     .where = ""});
     }
   }
   return obs;
@@ -95,21 +96,32 @@ TEST(Diagnostics, BoundsDegenerateShortRunsAndJson) {
   for (double n : {1e7, 3e7, 1e8, 3e8})
     for (double dd : {1e9, 3e9, 1e10, 3e10})
       no_floor.push_back({.n_active = n, .tokens = dd,
-                          .loss = 480 / std::pow(n, 0.34) + 2100 / std::pow(dd, 0.37)});
+                          .loss = 480 / std::pow(n, 0.34) + 2100 / std::pow(dd, 0.37),
+                          .where = ""});
   EXPECT_THAT(codes(fit_law(builtin_law("chinchilla"), no_floor).diagnostics),
               ::testing::Contains("degenerate"));
 }
 
-TEST(Diagnostics, ExtrapolationAndSystematicResidual) {
-  // A law without the D term on data that has one: the held-out largest budget misses, and
-  // residuals line up by budget.
-  const auto obs = isoflop(0.1, 10);
+TEST(Diagnostics, Extrapolation) {
+  // A law without the D term on data that has one: the held-out largest budget misses.
   FitOptions options;
   options.holdout = Holdout::largest_compute;
-  const FitResult r = fit_law(custom_law("E0 + exp(a)/N^alpha"), obs, options);
-  const auto c = codes(r.diagnostics);
-  EXPECT_THAT(c, ::testing::Contains("extrapolation")) << messages(r.diagnostics);
-  EXPECT_THAT(c, ::testing::Contains("systematic_residual")) << messages(r.diagnostics);
+  const FitResult r = fit_law(custom_law("E0 + exp(a)/N^alpha"), isoflop(0.1, 10), options);
+  EXPECT_THAT(codes(r.diagnostics), ::testing::Contains("extrapolation")) << messages(r.diagnostics);
+}
+
+TEST(Diagnostics, SystematicResidual) {
+  // A few runs of another group (E = 8) 10% below the law that ignores E.
+  auto obs = isoflop(0.25, 4);
+  for (int i = 0; i < 4; ++i) {
+    Observation o = obs[static_cast<std::size_t>(7 * i + 3)];
+    o.experts = 8;
+    o.loss *= 0.9;
+    obs.push_back(o);
+  }
+  const FitResult r = fit_law(builtin_law("chinchilla"), obs);
+  EXPECT_THAT(messages(r.diagnostics),
+              ::testing::HasSubstr("systematic_residual: group E=8: the law over-predicts"));
 }
 
 }  // namespace
