@@ -47,8 +47,8 @@ Groups load_groups(const Database& db, const FitArgs& a) {
     if (!a.experts.empty() && std::find(a.experts.begin(), a.experts.end(),
                                         static_cast<int64_t>(o.experts)) == a.experts.end())
       continue;
-    groups[group_of(o, a.per_group)].push_back({o.n_active, o.n_total, o.tokens, o.experts,
-                                                o.top_k, o.granularity, o.loss, o.label, o.steps});
+    groups[group_of(o, a.per_group)].push_back({o.n_active, o.n_total, o.tokens, o.experts, o.top_k,
+                                                o.granularity, o.loss, o.label, o.steps});
   }
   if (groups.empty())
     throw std::runtime_error(fmt::format(

@@ -66,7 +66,8 @@ void print_law(const fitting::Law& law) {
     const auto values = fitting::reported_values(law.reported, law.published);
     std::string published;
     for (const auto& r : law.reported)  // in the law's order, not alphabetical
-      published += (published.empty() ? "" : ", ") + fmt::format("{} = {:.6g}", r.name, values.at(r.name));
+      published +=
+          (published.empty() ? "" : ", ") + fmt::format("{} = {:.6g}", r.name, values.at(r.name));
     fmt::print("  published   {}\n", published);
   }
   fmt::print("  source      {}\n\n", law.source);

@@ -305,10 +305,14 @@ Figure routers_figure(const SweepData& d, double report_budget) {
 // A run as the fit saw it.
 fitting::Observation observed(const RunRecord& r) {
   const ModelShape& s = r.plan.spec.shape;
-  return {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
-          static_cast<double>(r.plan.spec.tokens),   static_cast<double>(s.experts),
-          static_cast<double>(s.top_k),              1.0,
-          *r.final_loss,                             r.key,
+  return {static_cast<double>(r.plan.params.active),
+          static_cast<double>(r.plan.params.total),
+          static_cast<double>(r.plan.spec.tokens),
+          static_cast<double>(s.experts),
+          static_cast<double>(s.top_k),
+          1.0,
+          *r.final_loss,
+          r.key,
           r.steps_done};
 }
 

@@ -73,9 +73,8 @@ void edge_minimum(const std::vector<Observation>& obs, std::vector<Diagnostic>& 
       for (std::size_t r : budget) sizes.insert(obs[r].n_active);
       if (sizes.size() < 3) continue;  // not an IsoFLOP profile
       ++isoflop;
-      const std::size_t best = *std::min_element(budget.begin(), budget.end(), [&](auto a, auto b) {
-        return obs[a].loss < obs[b].loss;
-      });
+      const std::size_t best = *std::min_element(
+          budget.begin(), budget.end(), [&](auto a, auto b) { return obs[a].loss < obs[b].loss; });
       if (obs[best].n_active == *sizes.begin())
         ++small, small_c = compute(obs[best]);
       else if (obs[best].n_active == *sizes.rbegin())

@@ -7,9 +7,9 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <stdexcept>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "fitting/program.h"
@@ -478,7 +478,8 @@ class Separator {
     return a;
   }
   std::vector<Term> negate(std::vector<Term> d) {
-    for (auto& t : d) t.factor = t.factor < 0 ? node(Op::constant, -1, -1, -1) : node(Op::neg, t.factor);
+    for (auto& t : d)
+      t.factor = t.factor < 0 ? node(Op::constant, -1, -1, -1) : node(Op::neg, t.factor);
     return d;
   }
   std::vector<Term> scale(std::vector<Term> d, int by, Op op) {
@@ -495,8 +496,7 @@ class Separator {
 };
 
 // Null when no parameter enters linearly.
-std::shared_ptr<const Separable> separate(std::vector<Ast>& arena, int root,
-                                          const Program& full) {
+std::shared_ptr<const Separable> separate(std::vector<Ast>& arena, int root, const Program& full) {
   Separator sep(arena);
   std::vector<Separator::Term> terms;
   try {
@@ -537,8 +537,8 @@ std::shared_ptr<const Separable> separate(std::vector<Ast>& arena, int root,
     out->offset.push_back(compiler.emit(f));
   }
   for (const auto& p : out->basis.params)
-    out->nonlinear.push_back(static_cast<int>(
-        std::find(full.params.begin(), full.params.end(), p) - full.params.begin()));
+    out->nonlinear.push_back(static_cast<int>(std::find(full.params.begin(), full.params.end(), p) -
+                                              full.params.begin()));
   split_uniform(out->basis);
   return out;
 }
@@ -599,12 +599,10 @@ Expression Expression::parse(std::string_view text, std::string_view what,
   program->separable = separate(parsed.arena, parsed.root, *program);
   static std::atomic<uint64_t> next_id{1};
   program->id = next_id++;
-  if (program->separable)
-    const_cast<Separable&>(*program->separable).basis.id = next_id++;
+  if (program->separable) const_cast<Separable&>(*program->separable).basis.id = next_id++;
   if (static_cast<int>(program->params.size()) > kMaxParams)
     throw std::invalid_argument(fmt::format("{} \"{}\": {} parameters, at most {} are supported",
-                                            what, shown(text), program->params.size(),
-                                            kMaxParams));
+                                            what, shown(text), program->params.size(), kMaxParams));
   Expression e;
   e.text_ = std::string(text);
   e.program_ = std::move(program);

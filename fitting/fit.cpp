@@ -427,8 +427,9 @@ BestFit fit_grid_full(const Law& law, const Program& program, const Data& data,
   Data unbounded = data;
   unbounded.lower.clear();
   unbounded.upper.clear();
-  best.outcomes = run_starts(full_solver(program, unbounded, screen, options, options.max_iterations),
-                             starts, options, stage);
+  best.outcomes =
+      run_starts(full_solver(program, unbounded, screen, options, options.max_iterations), starts,
+                 options, stage);
   best.starts = starts.size();
   for (const auto& o : best.outcomes) best.converged += o.converged;
   std::vector<Outcome> inside, outside;
@@ -436,9 +437,9 @@ BestFit fit_grid_full(const Law& law, const Program& program, const Data& data,
   const std::size_t k = std::max(1, options.polish);
   auto finalists = distinct_optima(inside, k);
   for (auto& x : distinct_optima(outside, k)) finalists.push_back(std::move(x));
-  const auto polished = run_starts(
-      full_solver(program, data, rows, options, options.polish_iterations), finalists, options,
-      "polish");
+  const auto polished =
+      run_starts(full_solver(program, data, rows, options, options.polish_iterations), finalists,
+                 options, "polish");
   if (screen.size() < rows.size()) inside.clear();  // their objectives are on the subsample
   const Outcome* winner = best_of({&inside, &polished});
   if (!winner) no_finite_start(law);
@@ -485,19 +486,19 @@ BestFit fit_grid_projected(const Law& law, const Program& program, const Data& d
   // Which basin a start is in shows within a few steps: the best few distinct results then run
   // to convergence (on all rows, when the screen used a subsample), and the best of those are
   // polished over all parameters.
-  std::vector<Outcome> outcomes = run_starts(
-      best_solver(program, data, screen, options,
-                  std::min(options.max_iterations, kProjectedScreenIterations)),
-      starts, options, stage);
+  std::vector<Outcome> outcomes =
+      run_starts(best_solver(program, data, screen, options,
+                             std::min(options.max_iterations, kProjectedScreenIterations)),
+                 starts, options, stage);
   best.starts = starts.size();
   for (const auto& o : outcomes) best.converged += o.converged;
   const std::size_t k = std::min<std::size_t>(std::max(1, options.polish), kProjectedPolish);
   outcomes = run_starts(best_solver(program, data, rows, options, kProjectedIterations),
                         contenders(outcomes, k, screen.size() < rows.size()), options, "polish");
   auto finalists = distinct_optima(outcomes, kFullPolish);
-  const auto polished = run_starts(
-      full_solver(program, data, rows, options, options.polish_iterations), finalists, options,
-      "polish");
+  const auto polished =
+      run_starts(full_solver(program, data, rows, options, options.polish_iterations), finalists,
+                 options, "polish");
   const Outcome* winner = best_of({&outcomes, &polished});
   if (!winner) no_finite_start(law);
   best.x = winner->x;
@@ -653,10 +654,10 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   if (!(options.delta > 0)) throw std::invalid_argument("Huber delta must be positive");
   if (options.bootstrap < 0) throw std::invalid_argument("bootstrap count must be >= 0");
   if (options.bootstrap > kMaxBootstrap)
-    throw std::invalid_argument(
-        fmt::format("--bootstrap {} is more than the limit of {} resamples; 1000 give 95% intervals "
-                    "to about 2 digits",
-                    options.bootstrap, kMaxBootstrap));
+    throw std::invalid_argument(fmt::format(
+        "--bootstrap {} is more than the limit of {} resamples; 1000 give 95% intervals "
+        "to about 2 digits",
+        options.bootstrap, kMaxBootstrap));
   const Expression expr = law.compiled();
   const Program& program = expr.program();
   if (program.params.empty())
@@ -689,7 +690,8 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   result.bootstrap = options.bootstrap;
   result.confidence = options.confidence;
   for (const ParamGrid& g : law.grid)
-    if (std::isfinite(g.lower) || std::isfinite(g.upper)) result.bounds[g.name] = {g.lower, g.upper};
+    if (std::isfinite(g.lower) || std::isfinite(g.upper))
+      result.bounds[g.name] = {g.lower, g.upper};
   if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
   if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
   result.diagnostics = diagnose(result, observations);
@@ -755,7 +757,8 @@ std::string to_json(const FitResult& r) {
     j["bounds"][name] = {std::isfinite(b.first) ? json(b.first) : json(),
                          std::isfinite(b.second) ? json(b.second) : json()};
   j["diagnostics"] = json::array();
-  for (const auto& d : r.diagnostics) j["diagnostics"].push_back({{"code", d.code}, {"message", d.message}});
+  for (const auto& d : r.diagnostics)
+    j["diagnostics"].push_back({{"code", d.code}, {"message", d.message}});
   j["seconds"] = r.seconds;
   return j.dump();
 }
@@ -808,7 +811,8 @@ FitResult fit_result_from_json(std::string_view text) {
       }
     if (j.contains("diagnostics"))
       for (const auto& d : j.at("diagnostics"))
-        r.diagnostics.push_back({d.at("code").get<std::string>(), d.at("message").get<std::string>()});
+        r.diagnostics.push_back(
+            {d.at("code").get<std::string>(), d.at("message").get<std::string>()});
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value
     return r;

@@ -216,11 +216,13 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
 // interval over a factor 100 for a scale, or a near-singular Jacobian), degenerate (a term
 // vanishes), systematic_residual (a group's or budget's mean log residual over twice the
 // RMSLE), short_runs (trained runs under 300 steps), extrapolation (holdout RMSLE over 2%).
-std::vector<Diagnostic> diagnose(const FitResult& fit, const std::vector<Observation>& observations);
+std::vector<Diagnostic> diagnose(const FitResult& fit,
+                                 const std::vector<Observation>& observations);
 // Only the checks on the data's design (edge_minimum): no fit needed.
 std::vector<Diagnostic> diagnose_design(const std::vector<Observation>& observations);
 // Residuals log L_hat - log L of a fit, one per observation.
-std::vector<double> log_residuals(const FitResult& fit, const std::vector<Observation>& observations);
+std::vector<double> log_residuals(const FitResult& fit,
+                                  const std::vector<Observation>& observations);
 
 // ---------------------------------------------------------------- recommending
 // A GPU for serving and training. Presets: h100, a100, h200 (list prices are rough

@@ -258,8 +258,8 @@ void set_bounds(Law& law, std::string_view spec, const std::string& where) {
   const auto it = std::find_if(law.grid.begin(), law.grid.end(),
                                [&](const ParamGrid& g) { return g.name == name; });
   if (it == law.grid.end())
-    throw std::invalid_argument(fmt::format(
-        "{}: \"{}\" is not a parameter of law \"{}\"", where, name, law.name));
+    throw std::invalid_argument(
+        fmt::format("{}: \"{}\" is not a parameter of law \"{}\"", where, name, law.name));
   const auto colon = range.find(':');
   try {
     if (colon == std::string::npos) throw std::invalid_argument("no colon");

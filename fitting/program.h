@@ -115,11 +115,11 @@ class Program {
 // nowhere else. Given the nonlinear parameters the law is linear in the c_k, so a fit can solve
 // them inside each evaluation (variable projection) and search only over the rest.
 struct Separable {
-  Program basis;             // reads only the nonlinear parameters (basis.params)
+  Program basis;               // reads only the nonlinear parameters (basis.params)
   std::vector<int> nonlinear;  // law parameter index of each of basis.params
   struct Coefficient {
-    int param = 0;           // law parameter index
-    bool log_scale = false;  // the law has exp(param): c = exp(param) > 0
+    int param = 0;                 // law parameter index
+    bool log_scale = false;        // the law has exp(param): c = exp(param) > 0
     std::vector<int32_t> outputs;  // basis nodes whose sum c multiplies
   };
   std::vector<Coefficient> coefficients;

@@ -123,8 +123,8 @@ struct VarproSolver::Impl {
   std::vector<const Point*> points;
   std::vector<double> log_loss, loss;
   double delta;
-  std::vector<double> lower, upper;       // law order
-  std::vector<double> c_lower, c_upper;   // coefficient space
+  std::vector<double> lower, upper;      // law order
+  std::vector<double> c_lower, c_upper;  // coefficient space
   int max_iterations;
   std::size_t K, T, m;
 
@@ -243,8 +243,7 @@ struct VarproSolver::Impl {
   // which points those are), and where that fails to descend the reweighted one (a majoriser
   // of the Huber loss, which always descends but only linearly).
   bool inner(const Basis& b, double& f) {
-    std::vector<double> pred(m), scale(m), target(m), weight(m, 1.0), irls(m), newton(m),
-        slope(m);
+    std::vector<double> pred(m), scale(m), target(m), weight(m, 1.0), irls(m), newton(m), slope(m);
     f = warm ? objective(b, c, &pred) : kInf;
     if (f == kInf) {
       // Relative least squares, (L_hat - L) / L ~ log L_hat - log L near the fit.
@@ -389,8 +388,8 @@ VarproSolver::VarproSolver(const Separable& separable, std::size_t n_params,
                            const std::vector<std::size_t>& rows, double delta,
                            const std::vector<double>& lower, const std::vector<double>& upper,
                            int max_iterations)
-    : impl_(std::make_unique<Impl>(separable, n_params, points, log_loss, rows, delta, lower,
-                                   upper, max_iterations)) {}
+    : impl_(std::make_unique<Impl>(separable, n_params, points, log_loss, rows, delta, lower, upper,
+                                   max_iterations)) {}
 
 VarproSolver::~VarproSolver() = default;
 

@@ -41,8 +41,9 @@ std::vector<Observation> isoflop(double low, double high, uint64_t seed = 3) {
     for (int i = 0; i < 7; ++i) {
       const double n = best_n * low * std::pow(high / low, i / 6.0);
       const double d = c / (6 * n);
-      obs.push_back({.n_active = n, .tokens = d, .loss = chinchilla_truth(n, d) *
-                                                         std::exp(noise(rng)),
+      obs.push_back({.n_active = n,
+                     .tokens = d,
+                     .loss = chinchilla_truth(n, d) * std::exp(noise(rng)),
                      .where = ""});
     }
   }
@@ -95,7 +96,8 @@ TEST(Diagnostics, BoundsDegenerateShortRunsAndJson) {
   std::vector<Observation> no_floor;
   for (double n : {1e7, 3e7, 1e8, 3e8})
     for (double dd : {1e9, 3e9, 1e10, 3e10})
-      no_floor.push_back({.n_active = n, .tokens = dd,
+      no_floor.push_back({.n_active = n,
+                          .tokens = dd,
                           .loss = 480 / std::pow(n, 0.34) + 2100 / std::pow(dd, 0.37),
                           .where = ""});
   EXPECT_THAT(codes(fit_law(builtin_law("chinchilla"), no_floor).diagnostics),
@@ -107,7 +109,8 @@ TEST(Diagnostics, Extrapolation) {
   FitOptions options;
   options.holdout = Holdout::largest_compute;
   const FitResult r = fit_law(custom_law("E0 + exp(a)/N^alpha"), isoflop(0.1, 10), options);
-  EXPECT_THAT(codes(r.diagnostics), ::testing::Contains("extrapolation")) << messages(r.diagnostics);
+  EXPECT_THAT(codes(r.diagnostics), ::testing::Contains("extrapolation"))
+      << messages(r.diagnostics);
 }
 
 TEST(Diagnostics, SystematicResidual) {

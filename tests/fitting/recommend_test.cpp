@@ -83,11 +83,13 @@ TEST(Recommend, RejectsLawsWithoutTokens) {
   o.budget = 1e21;
   EXPECT_THAT(
       [&] {
-        recommend(
-            fitted(
-                "clark2022",
-                {{"a", -0.1}, {"b", -0.1}, {"c", 0.01}, {"d", 2}, {"E_start", 2}, {"u", std::log(98.0)}}),
-            o);
+        recommend(fitted("clark2022", {{"a", -0.1},
+                                       {"b", -0.1},
+                                       {"c", 0.01},
+                                       {"d", 2},
+                                       {"E_start", 2},
+                                       {"u", std::log(98.0)}}),
+                  o);
       },
       ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("does not depend on both")));
   o.budget = -1;

@@ -195,8 +195,8 @@ TEST(Published, NoEhatLawCanReturnEmaxBelowEstart) {
 }
 
 // ------------------------------------------------------------------ variable projection
-std::vector<std::string> linear_of(const std::string& text,
-                                   const std::vector<std::pair<std::string, std::string>>& defs = {}) {
+std::vector<std::string> linear_of(
+    const std::string& text, const std::vector<std::pair<std::string, std::string>>& defs = {}) {
   const Expression e = Expression::parse(text, "law", defs);
   std::vector<std::string> out;
   if (!e.program().separable) return out;
@@ -245,7 +245,8 @@ TEST(Varpro, BootstrapSamplesAreKept) {
   std::normal_distribution<double> noise(0, 0.01);
   for (double n : {1e7, 3e7, 1e8, 3e8, 1e9})
     for (double d : {1e9, 3e9, 1e10, 3e10})
-      obs.push_back({.n_active = n, .tokens = d,
+      obs.push_back({.n_active = n,
+                     .tokens = d,
                      .loss = (1.8 + 480 / std::pow(n, 0.34) + 2100 / std::pow(d, 0.37)) *
                              std::exp(noise(rng)),
                      .where = ""});
