@@ -1,4 +1,5 @@
-// Times moescale's Chinchilla fit (the full 4,500-point grid of Besiroglu et al.) on the
+// Times moescale's Chinchilla fit (the 4,500-point grid of Besiroglu et al., of which variable
+// projection searches the 25 alpha x beta points) on the
 // reference data, for bench/fit_vs_scipy.sh. Prints one JSON object on stdout: the fit time,
 // the objective, the fitted parameters and, with --other, the same objective evaluated on
 // another parameter set (scipy's), so both results are judged by one function.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # moescale's Chinchilla fit (Ceres, 2 threads) against Besiroglu et al.'s method (scipy
-# L-BFGS-B, one core): same 240 points, same objective, same 4,500-point grid. Builds
+# L-BFGS-B, one core): same 240 points, same objective, same 4,500-point grid. moescale
+# solves E, A and B inside each evaluation (variable projection), so of that grid only the
+# 5 x 5 alpha x beta points are starts for it; scipy runs all 4,500. Builds
 # bench/fit_bench (Release) in its own folder, runs both, judges both optima with one
 # objective function (each side evaluates the other's parameters), and ends with
 # "speedup: X" = scipy seconds / moescale seconds, or "speedup: 0" when moescale's optimum is
@@ -18,7 +20,7 @@ echo "building fit_bench in $build ..." >&2
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target fit_bench -j2 >/dev/null
 
-echo "moescale: 4,500 starts on 2 threads ..." >&2
+echo "moescale: the grid's 25 (alpha, beta) starts on 2 threads ..." >&2
 cpp=$("$build/bench/fit_bench" "$csv" --threads 2 --repeat 3 2>/dev/null)
 echo "scipy: 4,500 L-BFGS-B starts on one core (about a minute) ..." >&2
 one_core=(env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1)

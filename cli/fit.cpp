@@ -1,7 +1,10 @@
 // moescale fit: fit a scaling law to a sweep's finished runs or imported rows.
 #include <fmt/format.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -18,7 +21,7 @@ struct FitArgs {
   std::vector<int64_t> experts;
   int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1;
   double delta = 1e-3;
-  bool per_group = false, json = false, quiet = false;
+  bool per_group = false, json = false, quiet = false, strict = false;
 };
 
 fitting::Law choose_law(const FitArgs& a) {
@@ -44,8 +47,8 @@ Groups load_groups(const Database& db, const FitArgs& a) {
     if (!a.experts.empty() && std::find(a.experts.begin(), a.experts.end(),
                                         static_cast<int64_t>(o.experts)) == a.experts.end())
       continue;
-    groups[group_of(o, a.per_group)].push_back(
-        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label});
+    groups[group_of(o, a.per_group)].push_back({o.n_active, o.n_total, o.tokens, o.experts, o.top_k,
+                                                o.granularity, o.loss, o.label, o.steps});
   }
   if (groups.empty())
     throw std::runtime_error(fmt::format(
@@ -58,6 +61,33 @@ Groups load_groups(const Database& db, const FitArgs& a) {
   return groups;
 }
 
+// Progress on stderr for any stage that takes more than a second: done/total and an estimate
+// of the time left, redrawn at most every half second.
+std::function<void(std::string_view, size_t, size_t)> progress_printer() {
+  using Clock = std::chrono::steady_clock;
+  struct State {
+    std::string stage;
+    Clock::time_point start, last;
+    bool shown = false;
+  };
+  auto state = std::make_shared<State>();
+  return [state](std::string_view stage, size_t done, size_t total) {
+    const auto now = Clock::now();
+    if (stage != state->stage) {
+      if (state->shown) fmt::print(stderr, "\n");
+      *state = {std::string(stage), now, now, false};
+    }
+    const double elapsed = std::chrono::duration<double>(now - state->start).count();
+    const bool last = done == total;
+    if (elapsed < 1 || (!last && now - state->last < std::chrono::milliseconds(500))) return;
+    const double left = done > 0 ? elapsed * static_cast<double>(total - done) / done : 0;
+    fmt::print(stderr, "\r{} {}/{}, {:.0f} s, about {:.0f} s left   {}", stage, done, total,
+               elapsed, left, last ? "\n" : "");
+    state->last = now;
+    state->shown = !last;
+  };
+}
+
 fitting::FitOptions fit_options(const FitArgs& a) {
   fitting::FitOptions o;
   o.delta = a.delta;
@@ -65,11 +95,7 @@ fitting::FitOptions fit_options(const FitArgs& a) {
   o.bootstrap = a.bootstrap;
   o.holdout_budgets = a.holdout_budgets;
   if (a.holdout == "largest-compute") o.holdout = fitting::Holdout::largest_compute;
-  if (!a.quiet)
-    o.progress = [](std::string_view stage, size_t done, size_t total) {
-      if (stage == "bootstrap" && (done == total || done % 10 == 0))
-        fmt::print(stderr, "\rbootstrap {}/{}{}", done, total, done == total ? "\n" : "");
-    };
+  if (!a.quiet) o.progress = progress_printer();
   return o;
 }
 
@@ -89,27 +115,43 @@ void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r
                              100 * r.confidence);
     fmt::print("  {:<10} {:>12.6g}{}\n", name, value, interval);
   }
-  fmt::print("  objective {:.6g} (Huber δ={:g} on log loss), RMSLE {:.4g}, {} starts in {:.2f}s\n",
+  fmt::print("  objective {:.8g} (Huber δ={:g} on log loss), RMSLE {:.4g}, {} starts in {:.2f}s\n",
              r.objective, r.delta, r.rmsle, r.starts, r.seconds);
   if (r.holdout)
     fmt::print("  held out {} runs with C ≥ {:.3g}: RMSLE {:.4g}, mean log error {:+.4g}\n",
                r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle, r.holdout->mean_error);
 }
 
+// Returns how many diagnostics fired.
+size_t print_warnings(const std::string& group, size_t n_groups, const fitting::FitResult& r) {
+  for (const auto& d : r.diagnostics)
+    fmt::print(stderr, "warning: {}{} [{}]\n", n_groups > 1 ? fmt::format("group {}: ", group) : "",
+               d.message, d.code);
+  return r.diagnostics.size();
+}
+
 void run_fit(const FitArgs& a) {
   const fitting::Law law = choose_law(a);
+  const fitting::FitOptions options = fit_options(a);
   Database db(default_database_path(a.db), Database::Mode::must_exist);
   const Groups groups = load_groups(db, a);
   nlohmann::json out = nlohmann::json::array();
+  size_t warnings = 0;
   for (const auto& [group, observations] : groups) {
-    const fitting::FitResult r = fitting::fit_law(law, observations, fit_options(a));
+    const fitting::FitResult r = fitting::fit_law(law, observations, options);
     const int64_t id = db.save_fit(a.sweep, r.law, group, fitting::to_json(r));
     if (a.json)
       out.push_back(fit_json(id, group, r));
     else
       print_fit(id, group, r);
+    warnings += print_warnings(group, groups.size(), r);
   }
   if (a.json) fmt::print("{}\n", (out.size() == 1 ? out[0] : out).dump(2));
+  if (a.strict && warnings > 0)
+    throw std::runtime_error(
+        fmt::format("--strict: {} diagnostic{} fired (see the warnings above); the fits are "
+                    "stored, but do not trust them as they are",
+                    warnings, warnings == 1 ? "" : "s"));
 }
 
 }  // namespace
@@ -138,7 +180,9 @@ void add_fit_command(CLI::App& app) {
   cmd->add_flag("--per-group", a->per_group, "one fit per (router, expert count)");
   cmd->add_option("--exclude-top-loss", a->exclude_top_loss, "drop the K highest losses")
       ->default_val(0);
-  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")->default_val(0);
+  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")
+      ->default_val(0)
+      ->check(CLI::Range(0, fitting::kMaxBootstrap));
   cmd->add_option("--holdout", a->holdout,
                   "largest-compute: fit without the largest budget "
                   "and report the error on it")
@@ -151,6 +195,8 @@ void add_fit_command(CLI::App& app) {
   add_db_option(cmd, a->db);
   cmd->add_flag("--json", a->json, "print JSON (an array with --per-group)");
   cmd->add_flag("-q,--quiet", a->quiet, "no progress");
+  cmd->add_flag("--strict", a->strict,
+                "exit 1 when any diagnostic fires (warnings on stderr; \"diagnostics\" in --json)");
   cmd->callback([a] { run_fit(*a); });
 }
 

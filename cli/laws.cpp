@@ -41,6 +41,10 @@ nlohmann::json law_json(const fitting::Law& law) {
   j["params"] = nlohmann::json::array();
   for (const auto& r : law.reported)
     j["params"].push_back({{"name", r.name}, {"value", r.expression}});
+  // The paper's coefficients, as reported parameters (null: the paper gives none).
+  j["published"] = law.published.empty()
+                       ? nlohmann::json()
+                       : nlohmann::json(fitting::reported_values(law.reported, law.published));
   return j;
 }
 
@@ -58,6 +62,14 @@ void print_law(const fitting::Law& law) {
   std::string grid;
   for (const auto& g : law.grid) grid += (grid.empty() ? "" : "; ") + grid_text(g);
   fmt::print("  grid        {} starting points: {}\n", law.grid_size(), grid);
+  if (!law.published.empty()) {
+    const auto values = fitting::reported_values(law.reported, law.published);
+    std::string published;
+    for (const auto& r : law.reported)  // in the law's order, not alphabetical
+      published +=
+          (published.empty() ? "" : ", ") + fmt::format("{} = {:.6g}", r.name, values.at(r.name));
+    fmt::print("  published   {}\n", published);
+  }
   fmt::print("  source      {}\n\n", law.source);
 }
 

@@ -300,6 +300,61 @@ Figure routers_figure(const SweepData& d, double report_budget) {
   return f;
 }
 
+// ---- fit diagnostics and residuals (issue 8)
+
+// A run as the fit saw it.
+fitting::Observation observed(const RunRecord& r) {
+  const ModelShape& s = r.plan.spec.shape;
+  return {static_cast<double>(r.plan.params.active),
+          static_cast<double>(r.plan.params.total),
+          static_cast<double>(r.plan.spec.tokens),
+          static_cast<double>(s.experts),
+          static_cast<double>(s.top_k),
+          1.0,
+          *r.final_loss,
+          r.key,
+          r.steps_done};
+}
+
+// log L_hat - log L against compute, one colour per group: a fit that suits its data scatters
+// evenly about 0; a trend or a group off to one side is a law that does not fit there.
+Figure residual_figure(const SweepData& d) {
+  Figure f{"residuals", "Fit residuals: log predicted - log observed loss against compute", {}, 1};
+  Panel p{"", "training compute C = 6ND (FLOPs)", "log residual", true, false, {}};
+  int color = 0;
+  for (const Group& g : d.groups) {
+    if (!g.fit) continue;
+    Series s(g.label, "points", color++);
+    std::vector<fitting::Observation> obs;
+    for (const RunRecord& r : g.runs) obs.push_back(observed(r));
+    const std::vector<double> residuals = fitting::log_residuals(*g.fit, obs);
+    for (size_t i = 0; i < obs.size(); ++i) {
+      s.x.push_back(training_compute(obs[i].n_active, obs[i].tokens));
+      s.y.push_back(residuals[i]);
+    }
+    p.series.push_back(std::move(s));
+  }
+  if (!p.series.empty()) f.panels.push_back(std::move(p));
+  return f;
+}
+
+// Each stored fit's diagnostics (as `fit` printed them when it ran).
+std::string diagnostics_markdown(const SweepData& d) {
+  std::string out;
+  for (const FitRecord& f : d.fits) {
+    const fitting::FitResult r = fitting::fit_result_from_json(f.result);
+    out += fmt::format("- fit {} ({}, group {}): ", f.id, f.law, f.group);
+    if (r.diagnostics.empty()) {
+      out += "no warnings\n";
+      continue;
+    }
+    out += "\n";
+    for (const auto& diag : r.diagnostics)
+      out += fmt::format("  - `{}`: {}\n", diag.code, diag.message);
+  }
+  return out.empty() ? "No fits yet: run `moescale fit`.\n" : out;
+}
+
 std::string runs_table(const SweepData& d) {
   std::string out =
       "| id | router | E | N_active | N_total | tokens | C = 6ND | status | val loss | time |\n"
@@ -404,7 +459,10 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   figure("curves", "Validation loss against tokens for every run.");
   md += "## Expert load\n\n";
   figure("expert_load", "How evenly tokens spread across experts, topk against rmoe.");
-  md += "## Fits\n\n" + fits_table(d) + "\n## Runs\n\n" + runs_table(d);
+  md += "## Fits\n\n" + fits_table(d) + "\n";
+  md += "## Fit diagnostics\n\n" + diagnostics_markdown(d) + "\n";
+  figure("residuals", "Log residual of each run under its group's fit, against compute.");
+  md += "## Runs\n\n" + runs_table(d);
   const fs::path tmp = path.string() + ".tmp";
   std::ofstream(tmp) << md;
   fs::rename(tmp, path);
@@ -422,7 +480,7 @@ void run_report(const ReportArgs& a) {
   fs::create_directories(a.out);
   std::vector<std::string> written;
   for (const Figure& f : {isoflop_figure(d), frontier_figure(d, budget), curves_figure(d, db),
-                          load_figure(d, db), routers_figure(d, budget)}) {
+                          load_figure(d, db), routers_figure(d, budget), residual_figure(d)}) {
     if (f.panels.empty()) continue;
     render(f, a.out);
     written.push_back(f.name);

@@ -60,6 +60,7 @@ struct ObservationRecord {
   std::string router;              // "" for imports
   std::string label;               // run key, or "row N" of the imported file
   std::string source = "trained";  // "trained", "simulated" or "imported"
+  int64_t steps = 0;               // optimiser steps the run did (runs.steps_done); 0 for imports
 };
 
 struct FitRecord {

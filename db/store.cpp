@@ -352,7 +352,8 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
     out.push_back(
         {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
          static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source});
+         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source,
+         r.steps_done});
     sources.insert(r.source);
   }
   if (sources.size() > 1)

@@ -7,6 +7,8 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <map>
+#include <set>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -39,7 +41,20 @@ struct Ast {
   int a = -1, b = -1;
   double value = 0;
   std::string name;  // column or parameter
+  int depth = 1;     // longest path to a leaf: bounds every recursive walk of the tree
 };
+
+// Every walk of the tree (compiling, printing, finding linear parameters) recurses, and so
+// does the parser on nested brackets, minus signs, powers and calls. Deep input would overflow
+// the stack instead of failing with a message, so both depths and the length are limited far
+// above any real law.
+constexpr int kMaxDepth = 200;
+constexpr std::size_t kMaxLength = 10000;
+
+// Long laws are cut in messages (a column number says where).
+std::string shown(std::string_view text) {
+  return text.size() <= 120 ? std::string(text) : std::string(text.substr(0, 100)) + "...";
+}
 
 bool is_name_start(char c) {
   return std::isalpha(static_cast<unsigned char>(c)) || c == '_';
@@ -56,6 +71,9 @@ class Parser {
   Parser(std::vector<Ast>& arena, const std::unordered_map<std::string, int>& defs,
          std::string_view text, std::string what)
       : arena_(arena), defs_(defs), text_(text), what_(std::move(what)) {
+    if (text_.size() > kMaxLength)
+      throw std::invalid_argument(fmt::format("{} is {} characters long; at most {} are allowed",
+                                              what_, text_.size(), kMaxLength));
     tokenize();
   }
 
@@ -73,8 +91,25 @@ class Parser {
   }
   [[noreturn]] void fail_at(const std::string& problem, int column) const {
     throw std::invalid_argument(
-        fmt::format("{} \"{}\": {} at column {}", what_, text_, problem, column));
+        fmt::format("{} \"{}\": {} at column {}", what_, shown(text_), problem, column));
   }
+
+  // Counts the parser's own recursion (brackets, calls, minus signs, powers).
+  class Nesting {
+   public:
+    explicit Nesting(Parser& p) : p_(p) {
+      // Each level of brackets or calls passes two counted functions (sum and unary).
+      if (++p_.nesting_ > 2 * kMaxDepth)
+        p_.fail(fmt::format("nested more than {} levels deep; simplify the expression", kMaxDepth),
+                p_.pos_);
+    }
+    ~Nesting() { --p_.nesting_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+
+   private:
+    Parser& p_;
+  };
 
   void tokenize() {
     std::size_t i = 0;
@@ -134,11 +169,18 @@ class Parser {
     return false;
   }
   int add(Op op, int a, int b = -1) {
-    arena_.push_back({op, a, b, 0, {}});
+    const int depth = 1 + std::max(arena_[a].depth, b >= 0 ? arena_[b].depth : 0);
+    if (depth > kMaxDepth)
+      fail(fmt::format("more than {} operations deep (a sum or product of more than {} terms, "
+                       "or nesting); simplify the expression",
+                       kMaxDepth, kMaxDepth),
+           pos_ > 0 ? pos_ - 1 : 0);
+    arena_.push_back({op, a, b, 0, {}, depth});
     return static_cast<int>(arena_.size()) - 1;
   }
 
   int sum() {
+    const Nesting nesting(*this);
     int left = product();
     for (;;) {
       if (accept_op('+'))
@@ -161,6 +203,7 @@ class Parser {
     }
   }
   int unary() {
+    const Nesting nesting(*this);
     if (accept_op('-')) return add(Op::neg, unary());
     if (accept_op('+')) return unary();
     return power();
@@ -222,6 +265,7 @@ class Parser {
   std::string what_;
   std::vector<Token> tokens_;
   std::size_t pos_ = 0;
+  int nesting_ = 0;
 };
 
 double fold(Op op, double a, double b) {
@@ -310,22 +354,193 @@ void split_uniform(Program& p) {
   if (!varies.back()) p.varying.push_back(static_cast<int32_t>(p.nodes.size() - 1));
 }
 
-std::string ast_string(const std::vector<Ast>& arena, int i) {
+// Definitions are shared subtrees, so the inlined text can be exponentially longer than the
+// input (d2 = d1*d1, d3 = d2*d2, ...): the printer stops at a length no real law reaches.
+constexpr std::size_t kMaxInlinedLength = 100000;
+
+void append_ast(const std::vector<Ast>& arena, int i, std::string& out) {
+  if (out.size() > kMaxInlinedLength)
+    throw std::invalid_argument(fmt::format(
+        "law is longer than {} characters once its definitions are inlined; simplify it",
+        kMaxInlinedLength));
   const Ast& t = arena[i];
-  auto s = [&](int j) { return ast_string(arena, j); };
+  auto binary = [&](const char* op) {
+    out += '(';
+    append_ast(arena, t.a, out);
+    out += op;
+    append_ast(arena, t.b, out);
+    out += ')';
+  };
+  auto call = [&](const char* open) {
+    out += open;
+    append_ast(arena, t.a, out);
+    out += ')';
+  };
   switch (t.op) {
-    case Op::constant: return fmt::format("{}", t.value);
+    case Op::constant: out += fmt::format("{}", t.value); break;
     case Op::column:
-    case Op::param: return t.name;
-    case Op::neg: return fmt::format("(-{})", s(t.a));
-    case Op::add: return fmt::format("({} + {})", s(t.a), s(t.b));
-    case Op::sub: return fmt::format("({} - {})", s(t.a), s(t.b));
-    case Op::mul: return fmt::format("({} * {})", s(t.a), s(t.b));
-    case Op::div: return fmt::format("({} / {})", s(t.a), s(t.b));
-    case Op::log: return fmt::format("log({})", s(t.a));
-    case Op::exp: return fmt::format("exp({})", s(t.a));
-    default: return fmt::format("({} ^ {})", s(t.a), s(t.b));
+    case Op::param: out += t.name; break;
+    case Op::neg: call("(-"); break;
+    case Op::add: binary(" + "); break;
+    case Op::sub: binary(" - "); break;
+    case Op::mul: binary(" * "); break;
+    case Op::div: binary(" / "); break;
+    case Op::log: call("log("); break;
+    case Op::exp: call("exp("); break;
+    default: binary(" ^ "); break;
   }
+}
+
+std::string ast_string(const std::vector<Ast>& arena, int i) {
+  std::string out;
+  append_ast(arena, i, out);
+  return out;
+}
+
+// Splits a law into sum_k c_k * phi_k(theta) + phi_0(theta), where each c_k is a parameter p
+// (or exp(p), a log-space scale) that occurs nowhere else. Walks the tree once, distributing
+// products and quotients by factors free of coefficients over sums; anything else is one term
+// whose factor is the node itself.
+class Separator {
+ public:
+  explicit Separator(std::vector<Ast>& arena) : arena_(arena) {}
+
+  struct Term {
+    std::string coef;  // empty: part of the offset phi_0
+    bool log_scale = false;
+    int factor = -1;  // AST node; -1: the number 1
+  };
+
+  // Definitions are shared subtrees, so a tree walk can be exponential: past this many visits
+  // the law is treated as having no linear part.
+  struct TooBig {};
+  std::vector<Term> decompose(int i) {
+    if (++visits_ > kMaxVisits) throw TooBig{};
+    const Ast t = arena_[i];  // a copy: node() below grows the arena
+    switch (t.op) {
+      case Op::param: return {{t.name, false, -1}};
+      case Op::exp: {
+        const Ast arg = arena_[t.a];  // a copy: node() grows the arena
+        if (arg.op == Op::param) return {{arg.name, true, -1}};
+        // exp(x + d) = exp(d) * exp(x): d is a log-space scale (Clark's law).
+        for (const auto& [coef, rest] : {std::pair{arg.b, arg.a}, std::pair{arg.a, arg.b}})
+          if (arg.op == Op::add && arena_[coef].op == Op::param) {
+            std::string name = arena_[coef].name;
+            return {{std::move(name), true, node(Op::exp, rest)}};
+          }
+        return offset(i);
+      }
+      case Op::add: return concat(decompose(t.a), decompose(t.b));
+      case Op::sub: return concat(decompose(t.a), negate(decompose(t.b)));
+      case Op::neg: return negate(decompose(t.a));
+      case Op::mul: {
+        auto da = decompose(t.a);
+        auto db = decompose(t.b);
+        if (is_plain(db)) return scale(std::move(da), t.b, Op::mul);
+        if (is_plain(da)) return scale(std::move(db), t.a, Op::mul);
+        return offset(i);
+      }
+      case Op::div: {
+        auto db = decompose(t.b);
+        if (is_plain(db)) return scale(decompose(t.a), t.b, Op::div);
+        return offset(i);
+      }
+      default: return offset(i);
+    }
+  }
+
+  // The parameters a subtree reads.
+  void params_of(int i, std::set<std::string>& out) {
+    std::vector<int> stack{i};
+    std::set<int> seen;
+    while (!stack.empty()) {
+      const int j = stack.back();
+      stack.pop_back();
+      if (j < 0 || !seen.insert(j).second) continue;
+      if (arena_[j].op == Op::param) out.insert(arena_[j].name);
+      stack.push_back(arena_[j].a);
+      stack.push_back(arena_[j].b);
+    }
+  }
+
+  int node(Op op, int a, int b = -1, double value = 0, std::string name = {}) {
+    int depth = 1;
+    if (a >= 0) depth = 1 + std::max(arena_[a].depth, b >= 0 ? arena_[b].depth : 0);
+    arena_.push_back({op, a, b, value, std::move(name), depth});
+    return static_cast<int>(arena_.size()) - 1;
+  }
+
+ private:
+  static std::vector<Term> offset(int i) { return {{"", false, i}}; }
+  static bool is_plain(const std::vector<Term>& d) { return d.size() == 1 && d[0].coef.empty(); }
+  static std::vector<Term> concat(std::vector<Term> a, std::vector<Term> b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+  std::vector<Term> negate(std::vector<Term> d) {
+    for (auto& t : d)
+      t.factor = t.factor < 0 ? node(Op::constant, -1, -1, -1) : node(Op::neg, t.factor);
+    return d;
+  }
+  std::vector<Term> scale(std::vector<Term> d, int by, Op op) {
+    for (auto& t : d) {
+      const int one = t.factor < 0 ? node(Op::constant, -1, -1, 1) : t.factor;
+      t.factor = t.factor < 0 && op == Op::mul ? by : node(op, one, by);
+    }
+    return d;
+  }
+
+  static constexpr std::size_t kMaxVisits = 100000;
+  std::vector<Ast>& arena_;
+  std::size_t visits_ = 0;
+};
+
+// Null when no parameter enters linearly.
+std::shared_ptr<const Separable> separate(std::vector<Ast>& arena, int root, const Program& full) {
+  Separator sep(arena);
+  std::vector<Separator::Term> terms;
+  try {
+    terms = sep.decompose(root);
+  } catch (const Separator::TooBig&) {
+    return nullptr;
+  }
+  // A candidate is linear only if every occurrence is a coefficient, all of one kind.
+  std::set<std::string> elsewhere;
+  std::map<std::string, std::set<bool>> kinds;
+  for (const auto& t : terms) {
+    if (t.factor >= 0) sep.params_of(t.factor, elsewhere);
+    if (!t.coef.empty()) kinds[t.coef].insert(t.log_scale);
+  }
+  auto linear = [&](const std::string& p) {
+    return !p.empty() && !elsewhere.count(p) && kinds[p].size() == 1;
+  };
+  auto out = std::make_shared<Separable>();
+  Compiler compiler(arena, out->basis);
+  const int one = sep.node(Op::constant, -1, -1, 1);
+  for (std::size_t i = 0; i < full.params.size(); ++i) {
+    const std::string& p = full.params[i];
+    if (!linear(p)) continue;
+    Separable::Coefficient c{static_cast<int>(i), *kinds[p].begin(), {}};
+    for (const auto& t : terms)
+      if (t.coef == p) c.outputs.push_back(compiler.emit(t.factor < 0 ? one : t.factor));
+    out->coefficients.push_back(std::move(c));
+  }
+  if (out->coefficients.empty()) return nullptr;
+  for (const auto& t : terms) {
+    if (linear(t.coef)) continue;
+    int f = t.factor < 0 ? one : t.factor;
+    if (!t.coef.empty()) {  // a coefficient that occurs elsewhere: back into phi_0
+      int p = sep.node(Op::param, -1, -1, 0, t.coef);
+      if (t.log_scale) p = sep.node(Op::exp, p);
+      f = sep.node(Op::mul, p, f);
+    }
+    out->offset.push_back(compiler.emit(f));
+  }
+  for (const auto& p : out->basis.params)
+    out->nonlinear.push_back(static_cast<int>(std::find(full.params.begin(), full.params.end(), p) -
+                                              full.params.begin()));
+  split_uniform(out->basis);
+  return out;
 }
 
 struct Parsed {
@@ -338,7 +553,7 @@ Parsed parse_with_definitions(std::string_view text, std::string_view what,
   Parsed out;
   std::unordered_map<std::string, int> known;
   for (const auto& [name, body] : defs) {
-    const std::string where = fmt::format("{} \"{}\" definition {}", what, text, name);
+    const std::string where = fmt::format("{} \"{}\" definition {}", what, shown(text), name);
     if (name.empty() || !is_name_start(name[0]) ||
         !std::all_of(name.begin(), name.end(), is_name_char))
       throw std::invalid_argument(fmt::format("{}: not a valid name", where));
@@ -376,19 +591,22 @@ Point make_point(const Observation& x) {
 
 Expression Expression::parse(std::string_view text, std::string_view what,
                              const std::vector<std::pair<std::string, std::string>>& defs) {
-  const Parsed parsed = parse_with_definitions(text, what, defs);
+  Parsed parsed = parse_with_definitions(text, what, defs);
   auto program = std::make_shared<Program>();
   Compiler(parsed.arena, *program).emit(parsed.root);
   split_uniform(*program);
+  std::string canonical = ast_string(parsed.arena, parsed.root);  // throws if far too long
+  program->separable = separate(parsed.arena, parsed.root, *program);
   static std::atomic<uint64_t> next_id{1};
   program->id = next_id++;
+  if (program->separable) const_cast<Separable&>(*program->separable).basis.id = next_id++;
   if (static_cast<int>(program->params.size()) > kMaxParams)
     throw std::invalid_argument(fmt::format("{} \"{}\": {} parameters, at most {} are supported",
-                                            what, text, program->params.size(), kMaxParams));
+                                            what, shown(text), program->params.size(), kMaxParams));
   Expression e;
   e.text_ = std::string(text);
   e.program_ = std::move(program);
-  e.canonical_ = ast_string(parsed.arena, parsed.root);
+  e.canonical_ = std::move(canonical);
   return e;
 }
 

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "fitting/program.h"
+#include "fitting/varpro.h"
 
 namespace moescale::fitting {
 namespace {
@@ -113,8 +114,15 @@ struct Outcome {
   std::vector<double> x;
 };
 
-// One worker's Ceres problem over a (multi)set of runs, solved again from each start.
-class StartSolver {
+// Solves one problem (a law on a multiset of rows) again from each start.
+class Solver {
+ public:
+  virtual ~Solver() = default;
+  virtual Outcome run(const std::vector<double>& start) = 0;
+};
+
+// One worker's Ceres problem over all the law's parameters.
+class StartSolver final : public Solver {
  public:
   StartSolver(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
               const FitOptions& options, int max_iterations)
@@ -147,7 +155,7 @@ class StartSolver {
     delta_ = options.delta;
   }
 
-  Outcome run(const std::vector<double>& start) {
+  Outcome run(const std::vector<double>& start) override {
     std::copy(start.begin(), start.end(), x_.begin());
     for (std::size_t i = 0; i < data_.lower.size(); ++i)  // Ceres needs a feasible start
       x_[i] = std::clamp(x_[i], data_.lower[i], data_.upper[i]);
@@ -184,6 +192,42 @@ class StartSolver {
   ceres::Solver::Options solver_options_;
   std::vector<double> slots_;
 };
+
+// Variable projection: the search covers only the nonlinear parameters (varpro.h).
+class ProjectedSolver final : public Solver {
+ public:
+  ProjectedSolver(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
+                  const FitOptions& options, int max_iterations)
+      : solver_(*program.separable, program.params.size(), data.points, data.log_loss, rows,
+                options.delta, data.lower, data.upper, max_iterations) {}
+  Outcome run(const std::vector<double>& start) override {
+    const VarproOutcome v = solver_.run(start);
+    return {v.ok, v.converged, v.ok ? v.objective : std::numeric_limits<double>::infinity(), v.x};
+  }
+
+ private:
+  VarproSolver solver_;
+};
+
+using SolverFactory = std::function<std::unique_ptr<Solver>()>;
+
+SolverFactory full_solver(const Program& program, const Data& data,
+                          const std::vector<std::size_t>& rows, const FitOptions& options,
+                          int max_iterations) {
+  return [&program, &data, rows, &options, max_iterations] {
+    return std::make_unique<StartSolver>(program, data, rows, options, max_iterations);
+  };
+}
+
+// The projected solver where the law has linear parameters, else the full one.
+SolverFactory best_solver(const Program& program, const Data& data,
+                          const std::vector<std::size_t>& rows, const FitOptions& options,
+                          int max_iterations) {
+  if (!program.separable) return full_solver(program, data, rows, options, max_iterations);
+  return [&program, &data, rows, &options, max_iterations]() -> std::unique_ptr<Solver> {
+    return std::make_unique<ProjectedSolver>(program, data, rows, options, max_iterations);
+  };
+}
 
 // Calls the progress callback from any worker, one call at a time, about 100 times per stage.
 class Progress {
@@ -228,20 +272,30 @@ void parallel_for(std::size_t n, int threads, Work&& work) {
   if (error) std::rethrow_exception(error);
 }
 
-std::vector<std::vector<double>> grid_starts(const Law& law, std::size_t max_starts) {
-  if (law.grid_size() > max_starts)
-    throw std::invalid_argument(fmt::format(
-        "law \"{}\": the starting grid has {} points, more than the limit {}; give fewer values "
-        "with --grid name=v1,v2",
-        law.name, law.grid_size(), max_starts));
+// The starting points: the product of the grids of the parameters in `searched` (law order);
+// the others (solved inside each evaluation) keep their first grid value.
+std::vector<std::vector<double>> grid_starts(const Law& law, const std::vector<bool>& searched,
+                                             std::size_t max_starts) {
+  std::size_t size = 1;
+  for (std::size_t i = 0; i < law.grid.size(); ++i) {
+    if (!searched[i]) continue;
+    const std::size_t n = law.grid[i].values.size();
+    if (n != 0 && size > max_starts / n)
+      throw std::invalid_argument(fmt::format(
+          "law \"{}\": the starting grid is too large (more than the limit of {} points); give "
+          "fewer values with --grid name=v1,v2",
+          law.name, max_starts));
+    size *= n;
+  }
   std::vector<std::vector<double>> starts;
   std::set<std::vector<double>> seen;
   std::vector<std::size_t> digit(law.grid.size(), 0);
-  for (std::size_t n = 0; n < law.grid_size(); ++n) {
+  for (std::size_t n = 0; n < size; ++n) {
     std::vector<double> x(law.grid.size());
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = law.grid[i].values[digit[i]];
     if (seen.insert(x).second) starts.push_back(std::move(x));
     for (std::size_t i = digit.size(); i-- > 0;) {  // mixed-radix increment, last fastest
+      if (!searched[i]) continue;
       if (++digit[i] < law.grid[i].values.size()) break;
       digit[i] = 0;
     }
@@ -249,17 +303,14 @@ std::vector<std::vector<double>> grid_starts(const Law& law, std::size_t max_sta
   return starts;
 }
 
-std::vector<Outcome> run_starts(const Program& program, const Data& data,
-                                const std::vector<std::size_t>& rows,
+std::vector<Outcome> run_starts(const SolverFactory& make,
                                 const std::vector<std::vector<double>>& starts,
-                                const FitOptions& options, int max_iterations,
-                                std::string_view stage) {
+                                const FitOptions& options, std::string_view stage) {
   std::vector<Outcome> outcomes(starts.size());
-  std::vector<std::unique_ptr<StartSolver>> solvers(std::max(1, options.threads));
+  std::vector<std::unique_ptr<Solver>> solvers(std::max(1, options.threads));
   Progress progress(options, stage, starts.size());
   parallel_for(starts.size(), options.threads, [&](int w, std::size_t i) {
-    if (!solvers[w])
-      solvers[w] = std::make_unique<StartSolver>(program, data, rows, options, max_iterations);
+    if (!solvers[w]) solvers[w] = make();
     outcomes[i] = solvers[w]->run(starts[i]);
     progress.tick();
   });
@@ -291,8 +342,13 @@ std::map<std::string, double> report(const std::vector<ReportedParam>& reported,
   for (const auto& r : reported) {
     const Expression e = Expression::parse(r.expression, "reported parameter");
     std::vector<double> args;
-    for (const auto& p : e.params())
-      args.push_back(x[std::find(names.begin(), names.end(), p) - names.begin()]);
+    for (const auto& p : e.params()) {
+      const auto it = std::find(names.begin(), names.end(), p);
+      if (it == names.end())
+        throw std::invalid_argument(
+            fmt::format("reported parameter {} needs \"{}\", which has no value", r.name, p));
+      args.push_back(x[it - names.begin()]);
+    }
     out[r.name] = e.evaluate(args, Observation{});
   }
   return out;
@@ -325,10 +381,45 @@ bool within_bounds(const Data& data, const std::vector<double>& x) {
   return true;
 }
 
-BestFit fit_grid(const Law& law, const Program& program, const Data& data,
-                 const std::vector<std::size_t>& rows, const FitOptions& options,
-                 std::string_view stage) {
-  const auto starts = grid_starts(law, options.max_starts);
+// Large imports: the starts are screened on an even subsample of at most this many rows, and
+// only the best few are then solved on all of them, so the cost of the grid does not grow with
+// the data.
+constexpr std::size_t kScreenRows = 4000;
+constexpr int kProjectedIterations = 200;  // well-conditioned: converges in a few dozen
+constexpr int kProjectedScreenIterations = 5;
+constexpr std::size_t kProjectedPolish = 3;
+constexpr std::size_t kFullPolish = 2;
+
+std::vector<std::size_t> screen_rows(const std::vector<std::size_t>& rows) {
+  if (rows.size() <= kScreenRows) return rows;
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < kScreenRows; ++i) out.push_back(rows[i * rows.size() / kScreenRows]);
+  return out;
+}
+
+[[noreturn]] void no_finite_start(const Law& law) {
+  throw std::runtime_error(fmt::format(
+      "law \"{}\": no starting point gave a finite loss on the data; check the expression "
+      "(logs of negative values?) or give other starting values with --grid",
+      law.name));
+}
+
+const Outcome* best_of(std::initializer_list<const std::vector<Outcome>*> pools) {
+  const Outcome* winner = nullptr;
+  for (const auto* pool : pools)
+    for (const auto& o : *pool)
+      if (o.ok && (!winner || o.objective < winner->objective)) winner = &o;
+  return winner;
+}
+
+// The full search: a short unbounded pass from every start, then the best distinct results
+// polished with the bounds.
+BestFit fit_grid_full(const Law& law, const Program& program, const Data& data,
+                      const std::vector<std::size_t>& rows, const FitOptions& options,
+                      std::string_view stage) {
+  const auto starts =
+      grid_starts(law, std::vector<bool>(program.params.size(), true), options.max_starts);
+  const std::vector<std::size_t> screen = screen_rows(rows);
   BestFit best;
   // The short first pass runs without bounds: bounded steps cost Ceres about 3x (measured on
   // the reference fit), and the pass only has to find basins. Finalists inside the bounds,
@@ -337,7 +428,8 @@ BestFit fit_grid(const Law& law, const Program& program, const Data& data,
   unbounded.lower.clear();
   unbounded.upper.clear();
   best.outcomes =
-      run_starts(program, unbounded, rows, starts, options, options.max_iterations, stage);
+      run_starts(full_solver(program, unbounded, screen, options, options.max_iterations), starts,
+                 options, stage);
   best.starts = starts.size();
   for (const auto& o : best.outcomes) best.converged += o.converged;
   std::vector<Outcome> inside, outside;
@@ -346,23 +438,81 @@ BestFit fit_grid(const Law& law, const Program& program, const Data& data,
   auto finalists = distinct_optima(inside, k);
   for (auto& x : distinct_optima(outside, k)) finalists.push_back(std::move(x));
   const auto polished =
-      run_starts(program, data, rows, finalists, options, options.polish_iterations, "polish");
-  const Outcome* winner = nullptr;
-  const std::vector<Outcome>* pools[] = {&inside, &polished};
-  for (const auto* pool : pools)
-    for (const auto& o : *pool)
-      if (o.ok && (!winner || o.objective < winner->objective)) winner = &o;
-  if (!winner)
-    throw std::runtime_error(fmt::format(
-        "law \"{}\": no starting point gave a finite loss on the data; check the expression "
-        "(logs of negative values?) or give other starting values with --grid",
-        law.name));
+      run_starts(full_solver(program, data, rows, options, options.polish_iterations), finalists,
+                 options, "polish");
+  if (screen.size() < rows.size()) inside.clear();  // their objectives are on the subsample
+  const Outcome* winner = best_of({&inside, &polished});
+  if (!winner) no_finite_start(law);
   best.x = winner->x;
   best.objective = winner->objective;
   // What the bootstrap starts from: optima inside the bounds only.
   inside.insert(inside.end(), polished.begin(), polished.end());
   best.outcomes = std::move(inside);
   return best;
+}
+
+// The best `k` distinct results of a screen, less those that cannot win: a start still at
+// twice the best objective after the screen is in a worse basin. A screen on a subsample
+// cannot judge that finely, so there all `k` go on.
+std::vector<std::vector<double>> contenders(const std::vector<Outcome>& outcomes, std::size_t k,
+                                            bool subsampled) {
+  auto out = distinct_optima(outcomes, k);
+  if (subsampled || out.empty()) return out;
+  double best = std::numeric_limits<double>::infinity();
+  for (const auto& o : outcomes)
+    if (o.ok) best = std::min(best, o.objective);
+  std::vector<std::vector<double>> kept;
+  for (const auto& x : out)
+    for (const auto& o : outcomes)
+      if (o.x == x && o.objective <= 2 * best + 1e-300) {
+        kept.push_back(x);
+        break;
+      }
+  return kept;
+}
+
+// Variable projection: every start of the nonlinear parameters' grid runs to convergence (a
+// few well-conditioned dimensions), then the best few are polished over all parameters, which
+// lands on the exact optimum of the same objective.
+BestFit fit_grid_projected(const Law& law, const Program& program, const Data& data,
+                           const std::vector<std::size_t>& rows, const FitOptions& options,
+                           std::string_view stage) {
+  const Separable& sep = *program.separable;
+  std::vector<bool> searched(program.params.size(), false);
+  for (int p : sep.nonlinear) searched[p] = true;
+  const auto starts = grid_starts(law, searched, options.max_starts);
+  const std::vector<std::size_t> screen = screen_rows(rows);
+  BestFit best;
+  // Which basin a start is in shows within a few steps: the best few distinct results then run
+  // to convergence (on all rows, when the screen used a subsample), and the best of those are
+  // polished over all parameters.
+  std::vector<Outcome> outcomes =
+      run_starts(best_solver(program, data, screen, options,
+                             std::min(options.max_iterations, kProjectedScreenIterations)),
+                 starts, options, stage);
+  best.starts = starts.size();
+  for (const auto& o : outcomes) best.converged += o.converged;
+  const std::size_t k = std::min<std::size_t>(std::max(1, options.polish), kProjectedPolish);
+  outcomes = run_starts(best_solver(program, data, rows, options, kProjectedIterations),
+                        contenders(outcomes, k, screen.size() < rows.size()), options, "polish");
+  auto finalists = distinct_optima(outcomes, kFullPolish);
+  const auto polished =
+      run_starts(full_solver(program, data, rows, options, options.polish_iterations), finalists,
+                 options, "polish");
+  const Outcome* winner = best_of({&outcomes, &polished});
+  if (!winner) no_finite_start(law);
+  best.x = winner->x;
+  best.objective = winner->objective;
+  outcomes.insert(outcomes.end(), polished.begin(), polished.end());
+  best.outcomes = std::move(outcomes);
+  return best;
+}
+
+BestFit fit_grid(const Law& law, const Program& program, const Data& data,
+                 const std::vector<std::size_t>& rows, const FitOptions& options,
+                 std::string_view stage) {
+  return program.separable ? fit_grid_projected(law, program, data, rows, options, stage)
+                           : fit_grid_full(law, program, data, rows, options, stage);
 }
 
 double rmsle_of(const Program& program, const Data& data, const std::vector<std::size_t>& rows,
@@ -393,10 +543,10 @@ void bootstrap(const Law& law, const Program& program, const Data& data, const B
     std::uniform_int_distribution<std::size_t> pick(0, n - 1);
     std::vector<std::size_t> rows(n);
     for (auto& r : rows) r = pick(rng);
-    StartSolver solver(program, data, rows, options, options.polish_iterations);
+    const auto solver = best_solver(program, data, rows, options, options.polish_iterations)();
     Outcome winner;
     for (const auto& s : starts) {
-      Outcome o = solver.run(s);
+      Outcome o = solver->run(s);
       if (o.ok && o.objective < winner.objective) winner = std::move(o);
     }
     if (winner.ok) {
@@ -475,6 +625,14 @@ void quiet_ceres() {
 
 }  // namespace
 
+std::map<std::string, double> reported_values(const std::vector<ReportedParam>& reported,
+                                              const std::map<std::string, double>& fitted) {
+  std::vector<std::string> names;
+  std::vector<double> x;
+  for (const auto& [name, value] : fitted) names.push_back(name), x.push_back(value);
+  return report(reported, names, x);
+}
+
 double huber(double r, double delta) {
   const double a = std::abs(r);
   return a <= delta ? 0.5 * r * r : delta * (a - 0.5 * delta);
@@ -495,8 +653,18 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   validate_observations(observations);
   if (!(options.delta > 0)) throw std::invalid_argument("Huber delta must be positive");
   if (options.bootstrap < 0) throw std::invalid_argument("bootstrap count must be >= 0");
+  if (options.bootstrap > kMaxBootstrap)
+    throw std::invalid_argument(fmt::format(
+        "--bootstrap {} is more than the limit of {} resamples; 1000 give 95% intervals "
+        "to about 2 digits",
+        options.bootstrap, kMaxBootstrap));
   const Expression expr = law.compiled();
   const Program& program = expr.program();
+  if (program.params.empty())
+    throw std::invalid_argument(fmt::format(
+        "law \"{}\" has no parameters to fit (every name in it is a column: N, NT, D, E, K, G, "
+        "C); add at least one, e.g. \"E0 + exp(a)/N^alpha\"",
+        law.name));
   check_sizes(law, observations.size(), program.params.size(), "the data");
   Data data = make_data(observations);
   for (const ParamGrid& g : law.grid) {  // law.grid is in expression (= program) order
@@ -521,8 +689,12 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
   result.converged = best.converged;
   result.bootstrap = options.bootstrap;
   result.confidence = options.confidence;
+  for (const ParamGrid& g : law.grid)
+    if (std::isfinite(g.lower) || std::isfinite(g.upper))
+      result.bounds[g.name] = {g.lower, g.upper};
   if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
   if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
+  result.diagnostics = diagnose(result, observations);
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
 }
@@ -580,6 +752,13 @@ std::string to_json(const FitResult& r) {
   } else {
     j["holdout"] = nullptr;
   }
+  j["bounds"] = json::object();  // JSON has no infinity: an open end is null
+  for (const auto& [name, b] : r.bounds)
+    j["bounds"][name] = {std::isfinite(b.first) ? json(b.first) : json(),
+                         std::isfinite(b.second) ? json(b.second) : json()};
+  j["diagnostics"] = json::array();
+  for (const auto& d : r.diagnostics)
+    j["diagnostics"].push_back({{"code", d.code}, {"message", d.message}});
   j["seconds"] = r.seconds;
   return j.dump();
 }
@@ -624,6 +803,16 @@ FitResult fit_result_from_json(std::string_view text) {
                         h.at("n_test"),      h.at("rmsle"),
                         h.at("mean_error"),  h.at("params").get<std::map<std::string, double>>()};
     }
+    if (j.contains("bounds"))
+      for (const auto& [name, b] : j.at("bounds").items()) {
+        const double inf = std::numeric_limits<double>::infinity();
+        r.bounds[name] = {b.at(0).is_null() ? -inf : b.at(0).get<double>(),
+                          b.at(1).is_null() ? inf : b.at(1).get<double>()};
+      }
+    if (j.contains("diagnostics"))
+      for (const auto& d : j.at("diagnostics"))
+        r.diagnostics.push_back(
+            {d.at("code").get<std::string>(), d.at("message").get<std::string>()});
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value
     return r;

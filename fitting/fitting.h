@@ -32,6 +32,7 @@ struct Observation {
   double granularity = 1;  // G
   double loss = 0;
   std::string where;  // "runs.csv row 17", "run 42": named in error messages
+  int64_t steps = 0;  // optimiser steps of a trained run; 0: not known (imported rows)
 };
 
 // Law column -> CSV header. Keys: N, NT, D, C, E, K, G, loss. N and loss are required, and one
@@ -102,11 +103,18 @@ struct Law {
   std::vector<std::pair<std::string, std::string>> definitions;
   std::vector<ParamGrid> grid;          // one per fitted parameter, expression order
   std::vector<ReportedParam> reported;  // what results show; defaults to the fitted ones
+  // The paper's values of the fitted parameters, where it gives them (else empty).
+  std::map<std::string, double> published;
   Expression compiled() const;
   std::vector<std::string> params() const;  // fitted parameter names
-  std::size_t grid_size() const;            // number of starting points
+  // Number of starting points: the grid product over the parameters the fit searches (not the
+  // linear ones, which it solves in each evaluation).
+  std::size_t grid_size() const;
 };
 
+// The reported parameters (e.g. A = exp(a)) at the given fitted ones.
+std::map<std::string, double> reported_values(const std::vector<ReportedParam>& reported,
+                                              const std::map<std::string, double>& fitted);
 std::string_view law_catalogue_toml();  // configs/laws.toml, embedded at build time
 std::vector<Law> parse_law_catalogue(std::string_view toml_text, const std::string& source);
 const std::vector<Law>& builtin_laws();
@@ -120,6 +128,7 @@ void set_bounds(Law& law, std::string_view spec, const std::string& where = "--b
 
 // ---------------------------------------------------------------- fitting
 enum class Holdout { none, largest_compute };
+inline constexpr int kMaxBootstrap = 100000;  // resamples; more is a typo, not a wish
 struct FitOptions {
   double delta = 1e-3;  // Huber threshold on log residuals
   int threads = 2;
@@ -154,6 +163,13 @@ struct HoldoutResult {
   double mean_error = 0;  // mean(log L_hat - log L) on them: > 0 means the law over-predicts
   std::map<std::string, double> params;  // reported, fitted without the held-out runs
 };
+// A reason to doubt a fit, e.g. {"edge_minimum", "E=8: the lowest loss of 3 of 4 budgets is at
+// the smallest model; add smaller models"}.
+struct Diagnostic {
+  std::string code;
+  std::string message;
+};
+
 struct FitResult {
   std::string law;
   std::string expression;
@@ -174,6 +190,9 @@ struct FitResult {
   // anything derived from the law (predictions, optima).
   std::vector<std::map<std::string, double>> bootstrap_samples;
   std::optional<HoldoutResult> holdout;
+  // The bounds the fit kept each fitted parameter in (only bounded ones).
+  std::map<std::string, std::pair<double, double>> bounds;
+  std::vector<Diagnostic> diagnostics;  // from diagnose(), at the time of the fit
   double seconds = 0;
 
   double predict(const Observation& x) const;  // compiles on each call: cache for loops
@@ -189,6 +208,21 @@ double huber_objective(const Expression& law, std::span<const double> params,
                        const std::vector<Observation>& observations, double delta);
 FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
                   const FitOptions& options = {});
+
+// ---------------------------------------------------------------- diagnostics
+// Everything that makes a fit doubtful, checked on the fit and the observations it was fitted
+// to (fit_law fills FitResult::diagnostics with it). Codes: edge_minimum (an IsoFLOP budget's
+// lowest loss is at its smallest or largest model), param_at_bound, unidentified (bootstrap
+// interval over a factor 100 for a scale, or a near-singular Jacobian), degenerate (a term
+// vanishes), systematic_residual (a group's or budget's mean log residual over twice the
+// RMSLE), short_runs (trained runs under 300 steps), extrapolation (holdout RMSLE over 2%).
+std::vector<Diagnostic> diagnose(const FitResult& fit,
+                                 const std::vector<Observation>& observations);
+// Only the checks on the data's design (edge_minimum): no fit needed.
+std::vector<Diagnostic> diagnose_design(const std::vector<Observation>& observations);
+// Residuals log L_hat - log L of a fit, one per observation.
+std::vector<double> log_residuals(const FitResult& fit,
+                                  const std::vector<Observation>& observations);
 
 // ---------------------------------------------------------------- recommending
 // A GPU for serving and training. Presets: h100, a100, h200 (list prices are rough

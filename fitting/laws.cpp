@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "fitting/laws_toml.h"  // generated: kLawCatalogueToml
@@ -149,6 +150,21 @@ Law parse_law(const toml::table& t, const std::string& source, std::size_t index
   }
   finish_law(law, where, fmt::format("{}: law", where));
   for (const auto& b : string_list(t, "bounds", where)) set_bounds(law, b, where + " bounds");
+  for (const auto& p : string_list(t, "published", where)) {
+    auto [name, text] = split_assignment(p, where + " published");
+    const std::string what = fmt::format("{} published {}", where, name);
+    const auto params = law.params();
+    if (std::find(params.begin(), params.end(), name) == params.end())
+      throw std::invalid_argument(fmt::format("{}: not a fitted parameter of the law", what));
+    const Expression value = Expression::parse(text, what);
+    if (!value.params().empty() || !value.columns().empty())
+      throw std::invalid_argument(fmt::format("{}: \"{}\" must be a number", what, text));
+    law.published[name] = value.evaluate({}, Observation{});
+  }
+  if (!law.published.empty() && law.published.size() != law.grid.size())
+    throw std::invalid_argument(
+        fmt::format("{}: published gives {} of the {} fitted parameters; give all or none", where,
+                    law.published.size(), law.grid.size()));
   return law;
 }
 
@@ -164,9 +180,22 @@ std::vector<std::string> Law::params() const {
   return out;
 }
 
-std::size_t Law::grid_size() const {
+std::size_t Law::grid_size() const {  // saturates instead of wrapping around
+  // Linear parameters are solved inside each evaluation: their grids make no starts.
+  const Expression expression = compiled();
+  const Program& program = expression.program();
+  std::vector<bool> searched(grid.size(), !program.separable);
+  if (program.separable)
+    for (int p : program.separable->nonlinear) searched[p] = true;
   std::size_t n = 1;
-  for (const auto& g : grid) n *= g.values.size();
+  for (std::size_t i = 0; i < grid.size(); ++i) {
+    if (!searched[i]) continue;
+    const auto& g = grid[i];
+    const std::size_t k = g.values.size();
+    if (k != 0 && n > std::numeric_limits<std::size_t>::max() / k)
+      return std::numeric_limits<std::size_t>::max();
+    n *= k;
+  }
   return n;
 }
 
@@ -229,8 +258,8 @@ void set_bounds(Law& law, std::string_view spec, const std::string& where) {
   const auto it = std::find_if(law.grid.begin(), law.grid.end(),
                                [&](const ParamGrid& g) { return g.name == name; });
   if (it == law.grid.end())
-    throw std::invalid_argument(fmt::format(
-        "{}: \"{}\" is not a parameter of law \"{}\"", where, name, law.name));
+    throw std::invalid_argument(
+        fmt::format("{}: \"{}\" is not a parameter of law \"{}\"", where, name, law.name));
   const auto colon = range.find(':');
   try {
     if (colon == std::string::npos) throw std::invalid_argument("no colon");

@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,6 +50,8 @@ struct Node {
   double value = 0;        // constant
 };
 
+struct Separable;
+
 class Program {
  public:
   std::vector<Node> nodes;  // topological: operands before users; the last is the root
@@ -58,6 +61,8 @@ class Program {
   // computes them once per parameter vector (eval_uniform), then the rest per point.
   std::vector<int32_t> uniform, varying;
   uint64_t id = 0;  // unique per compiled program, for caches keyed on it
+  // The law split into its linear and nonlinear parameters; null when none enters linearly.
+  std::shared_ptr<const Separable> separable;
 
   template <typename T>
   T eval(const T* p, const Point& x, std::vector<T>& slots) const {
@@ -103,6 +108,22 @@ class Program {
       }
     }
   }
+};
+
+// A law written as  sum_k c_k * (sum of its factor nodes) + (sum of the offset nodes), where each
+// c_k is a law parameter p (or exp(p): a scale fitted in log space, so c_k > 0) that occurs
+// nowhere else. Given the nonlinear parameters the law is linear in the c_k, so a fit can solve
+// them inside each evaluation (variable projection) and search only over the rest.
+struct Separable {
+  Program basis;               // reads only the nonlinear parameters (basis.params)
+  std::vector<int> nonlinear;  // law parameter index of each of basis.params
+  struct Coefficient {
+    int param = 0;                 // law parameter index
+    bool log_scale = false;        // the law has exp(param): c = exp(param) > 0
+    std::vector<int32_t> outputs;  // basis nodes whose sum c multiplies
+  };
+  std::vector<Coefficient> coefficients;
+  std::vector<int32_t> offset;  // basis nodes added with no coefficient
 };
 
 // Calls fn(std::integral_constant<int, n>{}) for 1 <= n <= kMaxParams, so Jets can be sized to

@@ -45,7 +45,7 @@ FitResult moe_law() {
                             {"F", 1.5},
                             {"d", 0.0},
                             {"E_start", 2},
-                            {"E_max", 100}});
+                            {"u", std::log(98.0)}});
 }
 
 TEST(Recommend, ChinchillaMatchesClosedForm) {
@@ -85,11 +85,13 @@ TEST(Recommend, RejectsLawsWithoutTokens) {
   o.budget = 1e21;
   EXPECT_THAT(
       [&] {
-        recommend(
-            fitted(
-                "clark2022",
-                {{"a", -0.1}, {"b", -0.1}, {"c", 0.01}, {"d", 2}, {"E_start", 2}, {"E_max", 100}}),
-            o);
+        recommend(fitted("clark2022", {{"a", -0.1},
+                                       {"b", -0.1},
+                                       {"c", 0.01},
+                                       {"d", 2},
+                                       {"E_start", 2},
+                                       {"u", std::log(98.0)}}),
+                  o);
       },
       ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("does not depend on both")));
   o.budget = -1;

@@ -1,0 +1,131 @@
+// Diagnostics: clean data draw none; each kind of doubtful fit draws its code.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "fitting/fitting.h"
+
+namespace moescale::fitting {
+namespace {
+
+std::vector<std::string> codes(const std::vector<Diagnostic>& ds) {
+  std::vector<std::string> out;
+  for (const auto& d : ds) out.push_back(d.code);
+  return out;
+}
+
+std::string messages(const std::vector<Diagnostic>& ds) {
+  std::string out;
+  for (const auto& d : ds) out += d.code + ": " + d.message + "\n";
+  return out;
+}
+
+double chinchilla_truth(double n, double d) {
+  return 1.8 + 480 / std::pow(n, 0.34) + 2100 / std::pow(d, 0.37);
+}
+
+// IsoFLOP profiles: at each budget, model sizes from `low` to `high` times the loss-optimal N
+// (found numerically on a fine grid), 0.3% noise.
+std::vector<Observation> isoflop(double low, double high, uint64_t seed = 3) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> noise(0, 0.003);
+  std::vector<Observation> obs;
+  for (double c : {1e18, 3e18, 1e19, 3e19, 1e20}) {
+    double best_n = 0, best = INFINITY;
+    for (double ln = std::log(1e6); ln < std::log(1e11); ln += 0.01) {
+      const double n = std::exp(ln), loss = chinchilla_truth(n, c / (6 * n));
+      if (loss < best) best = loss, best_n = n;
+    }
+    for (int i = 0; i < 7; ++i) {
+      const double n = best_n * low * std::pow(high / low, i / 6.0);
+      const double d = c / (6 * n);
+      obs.push_back({.n_active = n,
+                     .tokens = d,
+                     .loss = chinchilla_truth(n, d) * std::exp(noise(rng)),
+                     .where = ""});
+    }
+  }
+  return obs;
+}
+
+TEST(Diagnostics, EpochChinchillaIsClean) {
+  const auto obs = exclude_top_loss(
+      read_observations_csv(MOESCALE_SHARED_DIR "/data/chinchilla_epoch_svg_extracted.csv",
+                            {{"N", "Model Size"}, {"C", "Training FLOP"}, {"loss", "loss"}}),
+      5);
+  const FitResult r = fit_law(builtin_law("chinchilla"), obs);
+  EXPECT_TRUE(r.diagnostics.empty()) << messages(r.diagnostics);
+  // Stored with the fit and read back.
+  EXPECT_TRUE(fit_result_from_json(to_json(r)).diagnostics.empty());
+}
+
+TEST(Diagnostics, WellBracketedIsoflopIsClean) {
+  const FitResult r = fit_law(builtin_law("chinchilla"), isoflop(0.25, 4));
+  EXPECT_TRUE(r.diagnostics.empty()) << messages(r.diagnostics);
+}
+
+TEST(Diagnostics, EdgeMinimumSaysWhichWay) {
+  // Every model is at least twice the optimum: the lowest loss is at the smallest one.
+  const auto d = diagnose_design(isoflop(2, 16));
+  ASSERT_EQ(codes(d), std::vector<std::string>{"edge_minimum"});
+  EXPECT_THAT(d[0].message, ::testing::HasSubstr("5 of 5 IsoFLOP budgets"));
+  EXPECT_THAT(d[0].message, ::testing::HasSubstr("add smaller models"));
+  EXPECT_THAT(diagnose_design(isoflop(1.0 / 16, 0.5))[0].message,
+              ::testing::HasSubstr("add larger models"));
+}
+
+TEST(Diagnostics, BoundsDegenerateShortRunsAndJson) {
+  auto obs = isoflop(0.25, 4);
+  Law law = builtin_law("chinchilla");
+  set_bounds(law, "alpha=0.5:0.6");  // the truth, 0.34, is outside
+  set_grid(law, "alpha=0.5,0.6");
+  for (auto& o : obs) o.steps = 5000;
+  obs[0].steps = 120;
+  const FitResult r = fit_law(law, obs);
+  const auto c = codes(r.diagnostics);
+  EXPECT_THAT(c, ::testing::Contains("param_at_bound"));
+  EXPECT_THAT(c, ::testing::Contains("short_runs"));
+  EXPECT_THAT(messages(r.diagnostics), ::testing::HasSubstr("1 of 35 runs"));
+  const FitResult back = fit_result_from_json(to_json(r));
+  EXPECT_EQ(codes(back.diagnostics), c);
+  EXPECT_EQ(back.bounds.at("alpha"), (std::pair<double, double>{0.5, 0.6}));
+
+  // Data with no irreducible term: the fit drops E.
+  std::vector<Observation> no_floor;
+  for (double n : {1e7, 3e7, 1e8, 3e8})
+    for (double dd : {1e9, 3e9, 1e10, 3e10})
+      no_floor.push_back({.n_active = n,
+                          .tokens = dd,
+                          .loss = 480 / std::pow(n, 0.34) + 2100 / std::pow(dd, 0.37),
+                          .where = ""});
+  EXPECT_THAT(codes(fit_law(builtin_law("chinchilla"), no_floor).diagnostics),
+              ::testing::Contains("degenerate"));
+}
+
+TEST(Diagnostics, Extrapolation) {
+  // A law without the D term on data that has one: the held-out largest budget misses.
+  FitOptions options;
+  options.holdout = Holdout::largest_compute;
+  const FitResult r = fit_law(custom_law("E0 + exp(a)/N^alpha"), isoflop(0.1, 10), options);
+  EXPECT_THAT(codes(r.diagnostics), ::testing::Contains("extrapolation"))
+      << messages(r.diagnostics);
+}
+
+TEST(Diagnostics, SystematicResidual) {
+  // A few runs of another group (E = 8) 10% below the law that ignores E.
+  auto obs = isoflop(0.25, 4);
+  for (int i = 0; i < 4; ++i) {
+    Observation o = obs[static_cast<std::size_t>(7 * i + 3)];
+    o.experts = 8;
+    o.loss *= 0.9;
+    obs.push_back(o);
+  }
+  const FitResult r = fit_law(builtin_law("chinchilla"), obs);
+  EXPECT_THAT(messages(r.diagnostics),
+              ::testing::HasSubstr("systematic_residual: group E=8: the law over-predicts"));
+}
+
+}  // namespace
+}  // namespace moescale::fitting
