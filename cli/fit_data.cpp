@@ -13,7 +13,7 @@ std::vector<fitting::Observation> fit_observations(const Database& db, const Fit
         fit_group_name(o.router.empty() ? "imported" : o.router, o.experts) != record.group)
       continue;
     out.push_back(
-        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label});
+        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label, o.steps});
   }
   return out;
 }
