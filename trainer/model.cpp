@@ -1,11 +1,11 @@
 // The MoE transformer: attention, routers and the dropless batched dispatch.
 #include "trainer/model.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <random>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace moescale {
 namespace F = torch::nn::functional;
@@ -38,15 +38,26 @@ torch::Tensor swiglu(const torch::Tensor& gate_up) {
 }
 }  // namespace
 
-Routing route_top_k(const torch::Tensor& logits, int64_t k) {
+Routing route_top_k(const torch::Tensor& logits, int64_t k, bool renormalize) {
   Routing r;
   r.logits = logits;
   r.probs = torch::softmax(logits, -1);
   auto [top, idx] = r.probs.topk(k, -1);
   r.experts = idx;
-  // k = 1 renormalises to exactly 1; dividing would leak rounding-level gradients.
-  r.weights = k == 1 ? torch::ones_like(top) : top / top.sum(-1, true);
+  if (!renormalize)
+    r.weights = top;
+  else  // k = 1 renormalises to exactly 1; dividing would leak rounding-level gradients.
+    r.weights = k == 1 ? torch::ones_like(top) : top / top.sum(-1, true);
   return r;
+}
+
+torch::Tensor load_balancing_loss(const std::vector<torch::Tensor>& slots_per_token,
+                                  const std::vector<torch::Tensor>& mean_probs) {
+  // Every layer routes the same tokens, so the concatenation's means are the
+  // means of the layers' means.
+  const auto f = torch::stack(slots_per_token).mean(0);
+  const auto p = torch::stack(mean_probs).mean(0);
+  return static_cast<double>(f.size(0)) * (f * p).sum();
 }
 
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
@@ -100,11 +111,11 @@ Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens, t
                           torch::nn::GRUCell& gru) {
   const int64_t k = shape_.top_k;
   switch (shape_.router) {
-    case Router::topk: return route_top_k(gate(x), k);
+    case Router::topk: return route_top_k(gate(x), k, shape_.renormalizes());
     case Router::rmoe: {
       if (!state.defined()) state = torch::zeros({x.size(0), shape_.router_dim}, x.options());
       state = gru(proj(x), state);  // kept in the graph: later layers train earlier ones
-      return route_top_k(gate(state), k);
+      return route_top_k(gate(state), k, shape_.renormalizes());
     }
     case Router::hash: {
       Routing r;
@@ -124,13 +135,20 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const torch::Tensor& t
   std::vector<int64_t> counts;
   auto y = moe_dispatch(x, r, w_gate_up, w_down, &counts);
   const double slots = static_cast<double>(r.experts.numel());
+  const double n_tokens = static_cast<double>(x.size(0));
   last_load.resize(counts.size());
-  for (size_t e = 0; e < counts.size(); ++e) last_load[e] = static_cast<double>(counts[e]) / slots;
+  std::vector<float> per_token(counts.size());
+  for (size_t e = 0; e < counts.size(); ++e) {
+    last_load[e] = static_cast<double>(counts[e]) / slots;
+    per_token[e] = static_cast<float>(static_cast<double>(counts[e]) / n_tokens);
+  }
   if (r.probs.defined()) {
-    const auto share = torch::tensor(last_load, r.probs.options());
-    last_aux = static_cast<double>(shape_.experts) * (share * r.probs.mean(0)).sum();
+    last_slots_per_token = torch::tensor(per_token, r.probs.options());
+    last_mean_probs = r.probs.mean(0);
+    last_aux = load_balancing_loss({last_slots_per_token}, {last_mean_probs});
     last_z = torch::logsumexp(r.logits, -1).square().mean();
   } else {
+    last_slots_per_token = last_mean_probs = torch::Tensor();
     last_aux = torch::zeros({}, x.options());
     last_z = torch::zeros({}, x.options());
   }
@@ -216,17 +234,16 @@ ForwardOutput MoeTransformerImpl::forward(const torch::Tensor& tokens) {
   x = rms_norm(x, final_norm);
   ForwardOutput out;
   out.logits = head ? head(x) : torch::matmul(x, embed->weight.t());
-  out.aux_loss = torch::zeros({}, x.options());
-  out.z_loss = torch::zeros({}, x.options());
-  const auto moe = moe_layers();
-  for (const auto& m : moe) {
-    out.aux_loss = out.aux_loss + m->last_aux;
-    out.z_loss = out.z_loss + m->last_z;
+  std::vector<torch::Tensor> slots, probs, z;
+  for (const auto& m : moe_layers()) {
+    z.push_back(m->last_z);
+    if (!m->last_mean_probs.defined()) continue;  // hash: nothing to balance
+    slots.push_back(m->last_slots_per_token);
+    probs.push_back(m->last_mean_probs);
   }
-  if (!moe.empty()) {
-    out.aux_loss = out.aux_loss / static_cast<double>(moe.size());
-    out.z_loss = out.z_loss / static_cast<double>(moe.size());
-  }
+  out.aux_loss = slots.empty() ? torch::zeros({}, x.options()) : load_balancing_loss(slots, probs);
+  // Equal token counts per layer: the mean over layers is the pooled mean.
+  out.z_loss = z.empty() ? torch::zeros({}, x.options()) : torch::stack(z).mean();
   return out;
 }
 
