@@ -90,7 +90,7 @@ struct TrainSettings {
   int64_t eval_interval = 0;  // steps; 0: about 10 evals per run
   int64_t eval_batches = 8;
   int64_t log_interval = 10;
-  int64_t checkpoint_interval = 0;  // steps; 0: at evals
+  int64_t checkpoint_interval = 0;  // steps; 0: at evals, at most every 30 s, and at the end
   uint64_t seed = 1;
   int64_t tokens_per_step(int64_t seq_len) const { return batch_size * seq_len; }
 };

@@ -268,6 +268,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   for (auto& group : param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     std::vector<torch::Tensor> params, grads, avgs, squares, steps;
+    torch::Tensor shared_step;  // parameters at the same step share one step tensor
+    double shared_value = -1;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       auto& s = param_state(p);
@@ -277,7 +279,12 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       avgs.push_back(s.exp_avg());
       squares.push_back(s.exp_avg_sq());
       // The kernel reads the step count (for bias correction) from a tensor.
-      steps.push_back(torch::full({}, static_cast<double>(s.step()), p.options()));
+      const auto value = static_cast<double>(s.step());
+      if (shared_value != value || shared_step.device() != p.device()) {
+        shared_step = torch::full({}, value, p.options());
+        shared_value = value;
+      }
+      steps.push_back(shared_step);
     }
     if (params.empty()) continue;
     at::_fused_adamw_(params, grads, avgs, squares, {}, steps, o.lr(), std::get<0>(o.betas()),

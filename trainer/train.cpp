@@ -33,6 +33,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kValSeedSalt = 0x76616c5f73656564ull;  // "val_seed"
 constexpr const char* kCheckpointFile = "checkpoint.pt";
+constexpr double kCheckpointSeconds = 30;  // interim checkpoints, unless an interval is set
 
 // glibc serves blocks above its mmap threshold with fresh mappings and returns them
 // on free, so every step's large activations page-fault in again (10-15% of a CPU
@@ -138,6 +139,19 @@ Batch make_batch(int64_t batch, int64_t seq_len) {
           torch::empty({batch, seq_len}, torch::kInt64)};
 }
 
+// Clips the global gradient norm in three foreach kernels and without reading the
+// norm back to the host (torch's C++ clip_grad_norm_ takes one norm per parameter
+// and syncs to decide whether to scale).
+void clip_gradients(const std::vector<torch::Tensor>& params, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  grads.reserve(params.size());
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  const auto total = torch::stack(at::_foreach_norm(grads, 2)).norm();
+  at::_foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_max(1.0));
+}
+
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                               targets.reshape(-1));
@@ -165,6 +179,7 @@ class Trainer {
   MoeTransformer model_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   Batch batch_;
+  std::vector<torch::Tensor> params_;  // for clipping: listed once, not every step
   int64_t steps_ = 0, tokens_per_step_ = 0;
   double prior_elapsed_ = 0, last_val_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_train_loss_ = std::numeric_limits<double>::quiet_NaN();
@@ -201,6 +216,7 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
   model_ = MoeTransformer(spec_.shape, spec_.train.seed);
   model_->to(device_);
   optimizer_ = make_optimizer(model_, spec_.train);
+  params_ = model_->parameters();
   steps_ = spec_.steps();
   tokens_per_step_ = spec_.train.tokens_per_step(spec_.shape.seq_len);
 }
@@ -293,6 +309,7 @@ TrainResult Trainer::run() {
     return finish(TrainOutcome::done, steps_, "already complete");
   }
   model_->train();
+  auto last_checkpoint = Clock::now();
   double window_seconds = 0;  // step time only: evals and checkpoints do not dilute tokens/s
   int64_t window_steps = 0;
   for (int64_t step = first; step < steps_; ++step) {
@@ -313,12 +330,14 @@ TrainResult Trainer::run() {
       ce = lm_loss(out.logits.to(torch::kFloat32), batch_.targets.to(device_));
     }
     const auto loss = ce + t.aux_loss_weight * out.aux_loss + t.z_loss_weight * out.z_loss;
-    const double loss_value = ce.item<double>();
-    if (!std::isfinite(loss_value) || !std::isfinite(loss.item<double>()))
+    // One read back per step (a device sync on CUDA), for both values.
+    const auto values = torch::stack({ce.detach(), loss.detach()}).to(torch::kCPU, torch::kDouble);
+    const double loss_value = values[0].item<double>(), total_value = values[1].item<double>();
+    if (!std::isfinite(loss_value) || !std::isfinite(total_value))
       return finish(TrainOutcome::diverged, step,
                     fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
     loss.backward();
-    if (t.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), t.grad_clip);
+    if (t.grad_clip > 0) clip_gradients(params_, t.grad_clip);
     optimizer_->step();
     last_train_loss_ = loss_value;
     ++window_steps;
@@ -340,8 +359,14 @@ TrainResult Trainer::run() {
       window_steps = 0;
     }
     if (done % eval_every == 0 || done == steps_) report_eval(done, evaluate());
-    if (done % ckpt_every == 0 || done == steps_)
+    // By default at most one interim checkpoint per kCheckpointSeconds: a short run
+    // loses little when stopped, and would otherwise spend time writing them.
+    const bool due =
+        t.checkpoint_interval > 0 || seconds_since(last_checkpoint) >= kCheckpointSeconds;
+    if ((done % ckpt_every == 0 && due) || done == steps_) {
       save_checkpoint(done, prior_elapsed_ + seconds_since(start_));
+      last_checkpoint = Clock::now();
+    }
   }
   return finish(TrainOutcome::done, steps_, "");
 }
