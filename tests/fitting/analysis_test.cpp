@@ -11,9 +11,8 @@ namespace {
 
 TEST(ReplicateNoise, PoolsTheVarianceOfLogLossOverSets) {
   // Set 1: log losses ±0.01 around log 2; set 2: ±0.02 around log 3; a single run adds nothing.
-  const std::vector<std::vector<double>> sets{{2 * std::exp(0.01), 2 * std::exp(-0.01)},
-                                              {3 * std::exp(0.02), 3 * std::exp(-0.02)},
-                                              {5.0}};
+  const std::vector<std::vector<double>> sets{
+      {2 * std::exp(0.01), 2 * std::exp(-0.01)}, {3 * std::exp(0.02), 3 * std::exp(-0.02)}, {5.0}};
   const ReplicateNoise n = replicate_noise(sets);
   EXPECT_EQ(n.sets, 2u);
   EXPECT_EQ(n.runs, 4u);
@@ -28,7 +27,8 @@ TEST(ReplicateNoise, RecoversTheNoiseOfSimulatedSeeds) {
   std::mt19937_64 rng(3);
   std::normal_distribution<double> noise(0, 0.02);
   std::vector<std::vector<double>> sets;
-  for (int p = 0; p < 400; ++p) sets.push_back({2.5 * std::exp(noise(rng)), 2.5 * std::exp(noise(rng))});
+  for (int p = 0; p < 400; ++p)
+    sets.push_back({2.5 * std::exp(noise(rng)), 2.5 * std::exp(noise(rng))});
   EXPECT_NEAR(replicate_noise(sets).sd_log_loss, 0.02, 0.002);
 }
 
