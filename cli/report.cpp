@@ -396,55 +396,34 @@ std::vector<double> losses_at(const Group& g, double budget) {
 }
 
 std::string noise_section(const fitting::ReplicateNoise& n) {
-  std::string md =
-      "## Run-to-run noise
-
-      ";
-      if (n.sets == 0) return md +
-      "No point was trained with more than one seed, so the noise is unmeasured; set "
-      "`replicates = 2` in the config's [sweep] to measure it.
-
-      ";
-      return md +
-      fmt::format(
-          "{} runs of {} points trained with different seeds: the pooled standard "
-          "deviation of log loss is {:.4f} (about {:.2f}% of the loss, {} degrees of "
-          "freedom). Loss differences smaller than about twice this are noise.
-
-          ",
-          n.runs,
-          n.sets, n.sd_log_loss, 100 * n.sd_log_loss, n.dof);
+  std::string md = "## Run-to-run noise\n\n";
+  if (n.sets == 0)
+    return md +
+           "No point was trained with more than one seed, so the noise is unmeasured; set "
+           "`replicates = 2` in the config's [sweep] to measure it.\n\n";
+  return md + fmt::format(
+                  "{} runs of {} points trained with different seeds: the pooled standard "
+                  "deviation of log loss is {:.4f} (about {:.2f}% of the loss, {} degrees of "
+                  "freedom). Loss differences smaller than about twice this are noise.\n\n",
+                  n.runs, n.sets, n.sd_log_loss, 100 * n.sd_log_loss, n.dof);
 }
 
 std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoise& n) {
-  std::string md =
-      "## MoE against dense at the largest budget
-
-      ";
-      const auto dense = std::find_if(d.groups.begin(), d.groups.end(),
-                                      [](const Group& g) { return g.experts == 1; });
+  std::string md = "## MoE against dense at the largest budget\n\n";
+  const auto dense =
+      std::find_if(d.groups.begin(), d.groups.end(), [](const Group& g) { return g.experts == 1; });
   if (d.budgets.empty() || dense == d.groups.end())
-    return md + "The sweep has no dense group or no IsoFLOP budgets to compare at.
-
-                ";
-               const double budget = d.budgets.back();
+    return md + "The sweep has no dense group or no IsoFLOP budgets to compare at.\n\n";
+  const double budget = d.budgets.back();
   const std::vector<double> base = losses_at(*dense, budget);
-  if (base.empty())
-    return md + "No dense run finished at the largest budget.
-
-                ";
-               md += fmt::format(
-               "Best final loss of each group at C = {:.2e} FLOPs against dense (best {:.4f}); the "
-               "difference's 95% interval is a bootstrap that {}.
-
-               "
-               "| group | best loss | − dense | 95% interval | verdict |
-                   | -- - | -- - | -- - | -- - | -- - |
-                   ",
-                   budget,
-               *std::min_element(base.begin(), base.end()),
-               n.sets > 0 ? "adds the measured run-to-run noise to every run"
-                          : "resamples runs (no replicates: the noise is unmeasured)");
+  if (base.empty()) return md + "No dense run finished at the largest budget.\n\n";
+  md += fmt::format(
+      "Best final loss of each group at C = {:.2e} FLOPs against dense (best {:.4f}); the "
+      "difference's 95% interval is a bootstrap that {}.\n\n"
+      "| group | best loss | − dense | 95% interval | verdict |\n|---|---|---|---|---|\n",
+      budget, *std::min_element(base.begin(), base.end()),
+      n.sets > 0 ? "adds the measured run-to-run noise to every run"
+                 : "resamples runs (no replicates: the noise is unmeasured)");
   for (const Group& g : d.groups) {
     const std::vector<double> losses = losses_at(g, budget);
     if (g.experts == 1 || losses.empty()) continue;
