@@ -61,8 +61,9 @@ TEST_F(Examples, QuickstartIsTheExampleScriptAndItsSweepHoldsUp) {
     EXPECT_GE(run["steps"].get<int64_t>(), 300) << run["key"];
     budgets.insert(run["budget"].get<double>());
     seeds[point_of(run)].insert(run["seed"].get<uint64_t>());
-    if (run["router"] == "rmoe")  // the router must not be most of the model
+    if (run["router"] == "rmoe") {  // the router must not be most of the model
       EXPECT_LT(run["router_params"].get<double>(), run["active_params"].get<double>() / 3);
+    }
   }
   ASSERT_EQ(budgets.size(), 3u);
   const double middle = *std::next(budgets.begin());
