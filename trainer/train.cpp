@@ -329,7 +329,10 @@ TrainResult Trainer::run() {
       out = model_->forward(batch_.inputs.to(device_));
       ce = lm_loss(out.logits.to(torch::kFloat32), batch_.targets.to(device_));
     }
-    const auto loss = ce + t.aux_loss_weight * out.aux_loss + t.z_loss_weight * out.z_loss;
+    // Terms of weight 0 stay out of the graph: their backward would be wasted passes.
+    auto loss = ce;
+    if (t.aux_loss_weight > 0) loss = loss + t.aux_loss_weight * out.aux_loss;
+    if (t.z_loss_weight > 0) loss = loss + t.z_loss_weight * out.z_loss;
     // One read back per step (a device sync on CUDA), for both values.
     const auto values = torch::stack({ce.detach(), loss.detach()}).to(torch::kCPU, torch::kDouble);
     const double loss_value = values[0].item<double>(), total_value = values[1].item<double>();
