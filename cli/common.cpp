@@ -28,6 +28,8 @@ nlohmann::json planned_run_json(const PlannedRun& r) {
           {"ffn", s.ffn_hidden},
           {"active_params", r.params.active},
           {"total_params", r.params.total},
+          {"router_params", r.params.router},
+          {"seed", r.spec.train.seed},
           {"tokens", r.spec.tokens},
           {"steps", r.spec.steps()},
           {"budget", r.budget},

@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -428,6 +429,69 @@ std::string router_table(const SweepData& d, double budget) {
   return out;
 }
 
+// ---- run-to-run noise and MoE against dense ------------------------------------
+
+// The final losses of each point trained with several seeds (same group, shape, tokens).
+std::vector<std::vector<double>> replicate_sets(const SweepData& d) {
+  std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, std::vector<double>> sets;
+  for (const Group& g : d.groups)
+    for (const RunRecord& r : g.runs)
+      sets[{g.name, r.plan.params.active, r.plan.params.total, r.plan.spec.tokens}].push_back(
+          *r.final_loss);
+  std::vector<std::vector<double>> out;
+  for (auto& [point, losses] : sets) out.push_back(std::move(losses));
+  return out;
+}
+
+std::vector<double> losses_at(const Group& g, double budget) {
+  std::vector<double> out;
+  for (const RunRecord& r : g.runs)
+    if (r.plan.budget == budget) out.push_back(*r.final_loss);
+  return out;
+}
+
+std::string noise_section(const fitting::ReplicateNoise& n) {
+  std::string md = "## Run-to-run noise\n\n";
+  if (n.sets == 0)
+    return md +
+           "No point was trained with more than one seed, so the noise is unmeasured; set "
+           "`replicates = 2` in the config's [sweep] to measure it.\n\n";
+  return md + fmt::format(
+                  "{} runs of {} points trained with different seeds: the pooled standard "
+                  "deviation of log loss is {:.4f} (about {:.2f}% of the loss, {} degrees of "
+                  "freedom). Loss differences smaller than about twice this are noise.\n\n",
+                  n.runs, n.sets, n.sd_log_loss, 100 * n.sd_log_loss, n.dof);
+}
+
+std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoise& n) {
+  std::string md = "## MoE against dense at the largest budget\n\n";
+  const auto dense =
+      std::find_if(d.groups.begin(), d.groups.end(), [](const Group& g) { return g.experts == 1; });
+  if (d.budgets.empty() || dense == d.groups.end())
+    return md + "The sweep has no dense group or no IsoFLOP budgets to compare at.\n\n";
+  const double budget = d.budgets.back();
+  const std::vector<double> base = losses_at(*dense, budget);
+  if (base.empty()) return md + "No dense run finished at the largest budget.\n\n";
+  md += fmt::format(
+      "Best final loss of each group at C = {:.2e} FLOPs against dense (best {:.4f}); the "
+      "difference's 95% interval is a bootstrap that {}.\n\n"
+      "| group | best loss | − dense | 95% interval | verdict |\n|---|---|---|---|---|\n",
+      budget, *std::min_element(base.begin(), base.end()),
+      n.sets > 0 ? "adds the measured run-to-run noise to every run"
+                 : "resamples runs (no replicates: the noise is unmeasured)");
+  for (const Group& g : d.groups) {
+    const std::vector<double> losses = losses_at(g, budget);
+    if (g.experts == 1 || losses.empty()) continue;
+    const auto c = fitting::best_loss_difference(base, losses, n.sd_log_loss);
+    const char* verdict = c.hi < 0   ? "beats dense"
+                          : c.lo > 0 ? "worse than dense"
+                                     : "not distinguishable from dense";
+    md += fmt::format("| {} | {:.4f} | {:+.4f} | [{:+.4f}, {:+.4f}] | {} |\n", g.label, c.best_b,
+                      c.difference, c.lo, c.hi, verdict);
+  }
+  return md + "\n";
+}
+
 void write_markdown(const fs::path& path, const std::string& sweep, const SweepData& d,
                     double budget, const std::vector<std::string>& figures) {
   std::map<std::string, int> counts;
@@ -455,6 +519,8 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   md += "## Routers at equal compute\n\n";
   figure("routers", "Fitted compute-optimal loss of topk and rmoe, bootstrap intervals.");
   md += router_table(d, budget) + "\n";
+  const fitting::ReplicateNoise noise = fitting::replicate_noise(replicate_sets(d));
+  md += noise_section(noise) + moe_vs_dense_section(d, noise);
   md += "## Training curves\n\n";
   figure("curves", "Validation loss against tokens for every run.");
   md += "## Expert load\n\n";

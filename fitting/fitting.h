@@ -437,3 +437,33 @@ struct DesignStudyResult {
 DesignStudyResult run_design_study(const DesignStudyOptions& options);
 
 }  // namespace moescale::fitting
+
+// ---------------------------------------------------------------- noise and comparisons
+// Plain statistics over final losses (fitting/analysis.cpp), for the report.
+namespace moescale::fitting {
+
+// Run-to-run noise from replicates: the pooled standard deviation of log loss,
+// sqrt(Σ_sets Σ (log L − mean)² / Σ_sets (n − 1)), over sets of runs of one point
+// (same shape and tokens, different seeds). Sets of one run add nothing.
+struct ReplicateNoise {
+  double sd_log_loss = std::numeric_limits<double>::quiet_NaN();  // NaN: no replicates
+  std::size_t sets = 0, runs = 0, dof = 0;                         // sets with >= 2 runs
+};
+ReplicateNoise replicate_noise(const std::vector<std::vector<double>>& loss_sets);
+
+// best(b) − best(a) of two sets of final losses at one budget (< 0: b is better), with
+// a bootstrap percentile interval. With sd_log_loss > 0 each resample perturbs every
+// run's log loss by N(0, sd²) (the measured run-to-run noise); otherwise it resamples
+// each set's runs with replacement.
+struct BestLossDifference {
+  double best_a = 0, best_b = 0, difference = 0;
+  double lo = std::numeric_limits<double>::quiet_NaN(), hi = lo;
+  double confidence = 0.95;
+  bool parametric = false;  // true: from the noise
+};
+BestLossDifference best_loss_difference(const std::vector<double>& losses_a,
+                                        const std::vector<double>& losses_b,
+                                        double sd_log_loss, int resamples = 2000,
+                                        double confidence = 0.95, uint64_t seed = 1);
+
+}  // namespace moescale::fitting

@@ -94,12 +94,15 @@ ParamCount count_params(const ModelShape& shape) {
   c.active = s.n_layers * common + dense * expert + moe * (s.top_k * expert + router_per_layer);
   c.total = s.n_layers * common + dense * expert + moe * (s.experts * expert + router_per_layer);
   c.router = moe * router_per_layer;
-  if (s.router == Router::rmoe && s.moe_layers() > 0) {
+  if (s.router == Router::rmoe && moe > 0) {
+    // One GRU cell is shared by all MoE layers, so it is stored once (total) but a
+    // token runs it once per MoE layer: compute counts a parameter per use, and
+    // 6·N_active·D must see every use or it undercounts RMoE's training FLOPs.
     const int64_t p = s.router_dim;
-    const int64_t gru = 3 * (p * p + p * p) + 6 * p;  // one GRU cell shared by all layers
-    c.active += gru;
+    const int64_t gru = 3 * (p * p + p * p) + 6 * p;
+    c.active += moe * gru;
     c.total += gru;
-    c.router += gru;
+    c.router += moe * gru;
   }
   c.active += d;  // final norm
   c.total += d;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -129,6 +130,11 @@ void read_sweep(Section& s, SweepConfig& c) {
   s.number("span", c.span);
   if (c.span < 1) s.fail("span", "must be at least 1");
   s.number("tokens_per_param", c.tokens_per_param);
+  s.integer("replicates", c.replicates, 1);
+  s.numbers("replicate_budgets", c.replicate_budgets);
+  for (double b : c.replicate_budgets)
+    if (std::find(c.budgets.begin(), c.budgets.end(), b) == c.budgets.end())
+      s.fail("replicate_budgets", fmt::format("{:g} is not one of the budgets", b));
   s.numbers("sizes", c.sizes);
   s.numbers("tokens", c.token_counts);
   s.integers("experts", c.experts);
@@ -160,6 +166,11 @@ void read_model(Section& s, SweepConfig& c) {
   s.integer("moe_every", m.moe_every);
   s.integer("router_dim", m.router_dim);
   s.boolean("tied_embeddings", m.tied_embeddings);
+  if (s.find("renormalize")) {
+    bool renormalize = false;
+    s.boolean("renormalize", renormalize);
+    m.renormalize = renormalize;
+  }
   s.number("aspect_ratio", c.rules.aspect_ratio);
   s.integer("head_dim", c.rules.head_dim);
   s.integer("kv_group", c.rules.kv_group);

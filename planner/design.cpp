@@ -1,6 +1,7 @@
 // Sweep designs: IsoFLOP (Chinchilla approach 2) and grid.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <stdexcept>
@@ -47,6 +48,15 @@ std::vector<double> isoflop_sizes(const SweepConfig& c, double budget) {
   return sizes;
 }
 
+// The budgets whose points get extra seeds: those named, or the middle one.
+std::set<double> replicated_budgets(const SweepConfig& c) {
+  if (c.replicates <= 1 || c.budgets.empty()) return {};
+  if (!c.replicate_budgets.empty()) return {c.replicate_budgets.begin(), c.replicate_budgets.end()};
+  std::vector<double> sorted = c.budgets;
+  std::sort(sorted.begin(), sorted.end());
+  return {sorted[(sorted.size() - 1) / 2]};
+}
+
 }  // namespace
 
 PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
@@ -65,9 +75,16 @@ PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
 std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   std::vector<PlannedRun> runs;
   std::set<std::string> keys;
+  const std::set<double> replicated = replicated_budgets(c);
   auto add = [&](const ModelShape& shape, double tokens, double budget) {
-    RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train), c.data_dir};
-    if (keys.insert(spec.key()).second) runs.push_back(plan_run(spec, c.device_flops, budget));
+    const bool replicate = c.design == Design::grid || replicated.count(budget) > 0;
+    for (int64_t r = 0; r < (replicate ? c.replicates : 1); ++r) {
+      RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train), c.data_dir};
+      spec.train.seed = c.train.seed + static_cast<uint64_t>(r);  // a new key per seed
+      if (!keys.insert(spec.key()).second) continue;
+      runs.push_back(plan_run(spec, c.device_flops, budget));
+      runs.back().replicate = r;
+    }
   };
   for (const ModelShape& base : routed_bases(c)) {
     if (c.design == Design::isoflop) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,11 @@ struct ModelShape {
   Router router = Router::dense;
   int64_t router_dim = 128;  // p, RMoE only
   bool tied_embeddings = true;
+  // Gate weights renormalised over the k chosen experts; unset: only for k >= 2.
+  // Top-1 without it scales the expert output by the router probability (Switch
+  // Transformer), the only way the router gets a gradient from the task.
+  std::optional<bool> renormalize;
+  bool renormalizes() const { return renormalize.value_or(top_k >= 2); }
 
   // Fills the 0 defaults in; throws std::invalid_argument naming the field.
   ModelShape resolved() const;
@@ -37,11 +43,14 @@ struct ModelShape {
   int64_t moe_layers() const;
 };
 
+// `active` is the N of C = 6·N·D: it counts a parameter once per use by a token,
+// so RMoE's GRU cell, shared by all MoE layers, counts once per MoE layer there
+// and once in `total` (what is stored).
 struct ParamCount {
   int64_t embedding = 0;  // token embedding (+ output head when untied)
-  int64_t active = 0;     // non-embedding parameters one token touches
-  int64_t total = 0;      // non-embedding parameters, all experts
-  int64_t router = 0;     // part of active and total
+  int64_t active = 0;     // non-embedding parameters one token uses, per use
+  int64_t total = 0;      // non-embedding parameters stored, all experts
+  int64_t router = 0;     // router parameters one token uses, per use (part of active)
   int64_t all() const { return total + embedding; }
   int64_t all_active() const { return active + embedding; }
 };
@@ -81,7 +90,7 @@ struct TrainSettings {
   int64_t eval_interval = 0;  // steps; 0: about 10 evals per run
   int64_t eval_batches = 8;
   int64_t log_interval = 10;
-  int64_t checkpoint_interval = 0;  // steps; 0: at evals
+  int64_t checkpoint_interval = 0;  // steps; 0: at evals, at most every 30 s, and at the end
   uint64_t seed = 1;
   int64_t tokens_per_step(int64_t seq_len) const { return batch_size * seq_len; }
 };
@@ -104,7 +113,8 @@ struct PlannedRun {
   double compute_6n = 0;    // 6 * N_active * D
   double compute_full = 0;  // with attention and head
   double est_seconds = 0;
-  double budget = 0;  // the isoflop budget it belongs to (0 for grid)
+  double budget = 0;      // the isoflop budget it belongs to (0 for grid)
+  int64_t replicate = 0;  // 0, or the r-th extra seed (train.seed + r) of the same point
 };
 
 enum class Design { isoflop, grid };
@@ -114,10 +124,14 @@ struct SweepConfig {
   std::string source_path;  // for error messages
   std::string text;         // the TOML as read
   Design design = Design::isoflop;
-  std::vector<double> budgets;       // isoflop
-  int64_t points_per_budget = 5;     // isoflop
-  double span = 4.0;                 // isoflop: sizes in [N*/span, N*·span]
-  double tokens_per_param = 20;      // isoflop prior optimum
+  std::vector<double> budgets;    // isoflop
+  int64_t points_per_budget = 5;  // isoflop
+  double span = 4.0;              // isoflop: sizes in [N*/span, N*·span]
+  double tokens_per_param = 20;   // isoflop prior optimum
+  // Seeds per replicated point (run-to-run noise), and the budgets whose points are
+  // replicated (isoflop; empty: the middle budget). Grid sweeps replicate every point.
+  int64_t replicates = 1;
+  std::vector<double> replicate_budgets;
   std::vector<double> sizes;         // grid: target N_active
   std::vector<double> token_counts;  // grid
   std::vector<int64_t> experts{1};

@@ -16,13 +16,21 @@ int64_t RunSpec::steps() const {
 
 namespace {
 json shape_json(const ModelShape& s) {
-  return {{"vocab", s.vocab},           {"seq_len", s.seq_len},
-          {"d_model", s.d_model},       {"n_layers", s.n_layers},
-          {"n_heads", s.n_heads},       {"n_kv_heads", s.n_kv_heads},
-          {"head_dim", s.head_dim},     {"ffn_hidden", s.ffn_hidden},
-          {"experts", s.experts},       {"top_k", s.top_k},
-          {"moe_every", s.moe_every},   {"router", to_string(s.router)},
-          {"router_dim", s.router_dim}, {"tied_embeddings", s.tied_embeddings}};
+  return {{"vocab", s.vocab},
+          {"seq_len", s.seq_len},
+          {"d_model", s.d_model},
+          {"n_layers", s.n_layers},
+          {"n_heads", s.n_heads},
+          {"n_kv_heads", s.n_kv_heads},
+          {"head_dim", s.head_dim},
+          {"ffn_hidden", s.ffn_hidden},
+          {"experts", s.experts},
+          {"top_k", s.top_k},
+          {"moe_every", s.moe_every},
+          {"router", to_string(s.router)},
+          {"router_dim", s.router_dim},
+          {"tied_embeddings", s.tied_embeddings},
+          {"renormalize", s.renormalizes()}};
 }
 
 json train_json(const TrainSettings& t) {
@@ -77,6 +85,9 @@ RunSpec run_spec_from_json(std::string_view text) {
     m.router = parse_router(s.at("router").get<std::string>());
     s.at("router_dim").get_to(m.router_dim);
     s.at("tied_embeddings").get_to(m.tied_embeddings);
+    // Specs stored before the key existed were trained with renormalised gates, k = 1
+    // included (a gate of exactly 1).
+    m.renormalize = s.contains("renormalize") ? s.at("renormalize").get<bool>() : true;
     const json& t = j.at("train");
     TrainSettings& ts = r.train;
     t.at("batch_size").get_to(ts.batch_size);

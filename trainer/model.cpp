@@ -1,6 +1,8 @@
 // The MoE transformer: attention, routers and the dropless batched dispatch.
 #include "trainer/model.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -42,15 +44,26 @@ torch::Tensor swiglu(const torch::Tensor& gate_up) {
 }
 }  // namespace
 
-Routing route_top_k(const torch::Tensor& logits, int64_t k) {
+Routing route_top_k(const torch::Tensor& logits, int64_t k, bool renormalize) {
   Routing r;
   r.logits = logits;
   r.probs = torch::softmax(logits, -1);
   auto [top, idx] = r.probs.topk(k, -1);
   r.experts = idx;
-  // k = 1 renormalises to exactly 1; dividing would leak rounding-level gradients.
-  r.weights = k == 1 ? torch::ones_like(top) : top / top.sum(-1, true);
+  if (!renormalize)
+    r.weights = top;
+  else  // k = 1 renormalises to exactly 1; dividing would leak rounding-level gradients.
+    r.weights = k == 1 ? torch::ones_like(top) : top / top.sum(-1, true);
   return r;
+}
+
+torch::Tensor load_balancing_loss(const std::vector<torch::Tensor>& slots_per_token,
+                                  const std::vector<torch::Tensor>& mean_probs) {
+  // Every layer routes the same tokens, so the concatenation's means are the
+  // means of the layers' means.
+  const auto f = torch::stack(slots_per_token).mean(0);
+  const auto p = torch::stack(mean_probs).mean(0);
+  return static_cast<double>(f.size(0)) * (f * p).sum();
 }
 
 namespace {
@@ -180,11 +193,11 @@ Routing MoeFfnImpl::route(const torch::Tensor& x, const torch::Tensor& tokens, t
                           torch::nn::GRUCell& gru) {
   const int64_t k = shape_.top_k;
   switch (shape_.router) {
-    case Router::topk: return route_top_k(gate(x), k);
+    case Router::topk: return route_top_k(gate(x), k, shape_.renormalizes());
     case Router::rmoe: {
       if (!state.defined()) state = torch::zeros({x.size(0), shape_.router_dim}, x.options());
       state = gru(proj(x), state);  // kept in the graph: later layers train earlier ones
-      return route_top_k(gate(state), k);
+      return route_top_k(gate(state), k, shape_.renormalizes());
     }
     case Router::hash: {
       Routing r;
@@ -204,12 +217,15 @@ torch::Tensor MoeFfnImpl::forward(const torch::Tensor& x, const torch::Tensor& t
   torch::Tensor counts;  // stays on the device: read on the host only at log steps
   auto y = moe_dispatch(x, r, w_gate_up, w_down, &counts);
   const double slots = static_cast<double>(r.experts.numel());
+  const double n_tokens = static_cast<double>(x.size(0));
   last_load = counts.to(torch::kFloat32) / slots;
   if (r.probs.defined()) {
-    const auto share = last_load.to(r.probs.scalar_type());
-    last_aux = static_cast<double>(shape_.experts) * (share * r.probs.mean(0)).sum();
+    last_slots_per_token = counts.to(r.probs.scalar_type()) / n_tokens;
+    last_mean_probs = r.probs.mean(0);
+    last_aux = load_balancing_loss({last_slots_per_token}, {last_mean_probs});
     last_z = torch::logsumexp(r.logits, -1).square().mean();
   } else {
+    last_slots_per_token = last_mean_probs = torch::Tensor();
     last_aux = torch::zeros({}, x.options());
     last_z = torch::zeros({}, x.options());
   }
@@ -299,17 +315,16 @@ ForwardOutput MoeTransformerImpl::forward(const torch::Tensor& tokens) {
   x = rms_norm(x, final_norm);
   ForwardOutput out;
   out.logits = head ? head(x) : torch::matmul(x, embed->weight.t());
-  out.aux_loss = torch::zeros({}, x.options());
-  out.z_loss = torch::zeros({}, x.options());
-  const auto moe = moe_layers();
-  for (const auto& m : moe) {
-    out.aux_loss = out.aux_loss + m->last_aux;
-    out.z_loss = out.z_loss + m->last_z;
+  std::vector<torch::Tensor> slots, probs, z;
+  for (const auto& m : moe_layers()) {
+    z.push_back(m->last_z);
+    if (!m->last_mean_probs.defined()) continue;  // hash: nothing to balance
+    slots.push_back(m->last_slots_per_token);
+    probs.push_back(m->last_mean_probs);
   }
-  if (!moe.empty()) {
-    out.aux_loss = out.aux_loss / static_cast<double>(moe.size());
-    out.z_loss = out.z_loss / static_cast<double>(moe.size());
-  }
+  out.aux_loss = slots.empty() ? torch::zeros({}, x.options()) : load_balancing_loss(slots, probs);
+  // Equal token counts per layer: the mean over layers is the pooled mean.
+  out.z_loss = z.empty() ? torch::zeros({}, x.options()) : torch::stack(z).mean();
   return out;
 }
 
@@ -337,6 +352,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   for (auto& group : param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     std::vector<torch::Tensor> params, grads, avgs, squares, steps;
+    torch::Tensor shared_step;  // parameters at the same step share one step tensor
+    double shared_value = -1;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       auto& s = param_state(p);
@@ -346,7 +363,12 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       avgs.push_back(s.exp_avg());
       squares.push_back(s.exp_avg_sq());
       // The kernel reads the step count (for bias correction) from a tensor.
-      steps.push_back(torch::full({}, static_cast<double>(s.step()), p.options()));
+      const auto value = static_cast<double>(s.step());
+      if (shared_value != value || shared_step.device() != p.device()) {
+        shared_step = torch::full({}, value, p.options());
+        shared_value = value;
+      }
+      steps.push_back(shared_step);
     }
     if (params.empty()) continue;
     at::_fused_adamw_(params, grads, avgs, squares, {}, steps, o.lr(), std::get<0>(o.betas()),

@@ -3,9 +3,9 @@
 // attention, SwiGLU FFN; every moe_every-th FFN is a dropless MoE layer.
 #pragma once
 
-#include <vector>
-
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "planner/planner.h"
 
@@ -14,13 +14,23 @@ namespace moescale {
 // The routing decision for N tokens: k experts each and their weights.
 struct Routing {
   torch::Tensor experts;  // [N, k] int64
-  torch::Tensor weights;  // [N, k], sum to 1 over k
+  torch::Tensor weights;  // [N, k] gate weights (router probabilities, or renormalised)
   torch::Tensor logits;   // [N, E] router logits; undefined for the hash router
   torch::Tensor probs;    // [N, E] softmax of logits; undefined for the hash router
 };
 
-// Softmax, top-k and renormalisation over the k (the topk and rmoe routers).
-Routing route_top_k(const torch::Tensor& logits, int64_t k);
+// Softmax and top-k (the topk and rmoe routers). The gate weights are the chosen
+// probabilities (Switch Transformer: with k = 1 the router learns from the task
+// only through them), or those renormalised to sum to 1 over the k.
+Routing route_top_k(const torch::Tensor& logits, int64_t k, bool renormalize);
+
+// The Hugging Face Mixtral `load_balancing_loss_func` (what the RMoE reference code
+// uses), over the MoE layers pooled as its concatenation pools them:
+// E · Σ_e f_e · P_e, f_e = top-k slots of expert e per token (sums to k), P_e = mean
+// router probability. Balanced routing gives k. Per layer: `slots_per_token` [E]
+// (constant) and `mean_probs` [E].
+torch::Tensor load_balancing_loss(const std::vector<torch::Tensor>& slots_per_token,
+                                  const std::vector<torch::Tensor>& mean_probs);
 
 // Dropless batched dispatch: token slots sorted by expert, each expert run once
 // on its contiguous block (SwiGLU with stacked weights w_gate_up [E, d, 2f],
@@ -48,9 +58,11 @@ class MoeFfnImpl : public torch::nn::Module {
   torch::nn::Linear proj{nullptr};  // rmoe: d -> p
   torch::Tensor hash_table;         // hash: token id -> first expert
 
-  // Of the last forward: E * sum f_i P_i, mean(logsumexp^2), slot share per expert.
-  // last_load stays on the device ([E] float); expert_load() copies it at log steps.
-  torch::Tensor last_aux, last_z, last_load;
+  // Of the last forward: this layer's load-balancing loss, mean(logsumexp^2), its
+  // inputs (slots per token and mean probability per expert; undefined for hash),
+  // and the share of slots per expert. All stay on the device; expert_load()
+  // copies the shares at log steps.
+  torch::Tensor last_aux, last_z, last_slots_per_token, last_mean_probs, last_load;
 
  private:
   Routing route(const torch::Tensor& x, const torch::Tensor& tokens, torch::Tensor& state,
@@ -80,7 +92,7 @@ TORCH_MODULE(Block);
 
 struct ForwardOutput {
   torch::Tensor logits;    // [B, T, V]
-  torch::Tensor aux_loss;  // load balancing, mean over MoE layers (0 without)
+  torch::Tensor aux_loss;  // load balancing over the MoE layers pooled (0 without)
   torch::Tensor z_loss;    // router z-loss, mean over MoE layers (0 without)
 };
 

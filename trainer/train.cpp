@@ -38,6 +38,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kValSeedSalt = 0x76616c5f73656564ull;  // "val_seed"
 constexpr const char* kCheckpointFile = "checkpoint.pt";
+constexpr double kCheckpointSeconds = 30;  // interim checkpoints, unless an interval is set
 
 // glibc serves blocks above its mmap threshold with fresh mappings and returns them
 // on free, so every step's large activations page-fault in again (10-15% of a CPU
@@ -253,6 +254,7 @@ class Trainer {
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   Batch batch_;  // evaluation batches
   BatchFeeder feeder_;
+  std::vector<torch::Tensor> params_;  // for clipping: listed once, not every step
   int64_t steps_ = 0, tokens_per_step_ = 0;
   double prior_elapsed_ = 0, last_val_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_train_loss_ = std::numeric_limits<double>::quiet_NaN();
@@ -290,6 +292,7 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
   model_ = MoeTransformer(spec_.shape, spec_.train.seed);
   model_->to(device_);
   optimizer_ = make_optimizer(model_, spec_.train);
+  params_ = model_->parameters();
   steps_ = spec_.steps();
   tokens_per_step_ = spec_.train.tokens_per_step(spec_.shape.seq_len);
 }
@@ -382,6 +385,7 @@ TrainResult Trainer::run() {
     return finish(TrainOutcome::done, steps_, "already complete");
   }
   model_->train();
+  auto last_checkpoint = Clock::now();
   double window_seconds = 0;  // step time only: evals and checkpoints do not dilute tokens/s
   int64_t window_steps = 0;
   for (int64_t step = first; step < steps_; ++step) {
@@ -401,19 +405,25 @@ TrainResult Trainer::run() {
       out = model_->forward(inputs);
       ce = lm_loss(out.logits.to(torch::kFloat32), targets);
     }
-    const auto loss = ce + t.aux_loss_weight * out.aux_loss + t.z_loss_weight * out.z_loss;
+    // Terms of weight 0 stay out of the graph: their backward would be wasted passes.
+    auto loss = ce;
+    if (t.aux_loss_weight > 0) loss = loss + t.aux_loss_weight * out.aux_loss;
+    if (t.z_loss_weight > 0) loss = loss + t.z_loss_weight * out.z_loss;
     const int64_t done = step + 1;
     const bool reported = done % log_every == 0 || done == steps_;
     if (reads_loss_every_step(device_) || reported || done % eval_every == 0 ||
         done % ckpt_every == 0) {
-      const double loss_value = ce.item<double>();
-      if (!std::isfinite(loss_value) || !std::isfinite(loss.item<double>()))
+      // One read back (a device sync on CUDA) for both values.
+      const auto values =
+          torch::stack({ce.detach(), loss.detach()}).to(torch::kCPU, torch::kDouble);
+      const double loss_value = values[0].item<double>(), total_value = values[1].item<double>();
+      if (!std::isfinite(loss_value) || !std::isfinite(total_value))
         return finish(TrainOutcome::diverged, step,
                       fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
       last_train_loss_ = loss_value;
     }
     loss.backward();
-    if (t.grad_clip > 0) clip_gradients(model_->parameters(), t.grad_clip);
+    if (t.grad_clip > 0) clip_gradients(params_, t.grad_clip);
     optimizer_->step();
     ++window_steps;
     window_seconds += seconds_since(step_start);
@@ -433,8 +443,14 @@ TrainResult Trainer::run() {
       window_steps = 0;
     }
     if (done % eval_every == 0 || done == steps_) report_eval(done, evaluate());
-    if (done % ckpt_every == 0 || done == steps_)
+    // By default at most one interim checkpoint per kCheckpointSeconds: a short run
+    // loses little when stopped, and would otherwise spend time writing them.
+    const bool due =
+        t.checkpoint_interval > 0 || seconds_since(last_checkpoint) >= kCheckpointSeconds;
+    if ((done % ckpt_every == 0 && due) || done == steps_) {
       save_checkpoint(done, prior_elapsed_ + seconds_since(start_));
+      last_checkpoint = Clock::now();
+    }
   }
   return finish(TrainOutcome::done, steps_, "");
 }

@@ -50,10 +50,27 @@ TEST(Accounting, RmoeRouterIsPerLayerProjectionsAndGatesPlusOneSharedGru) {
   const int64_t p = 128, d = 4096, e = 8;
   const int64_t gru = 3 * (p * p + p * p) + 6 * p;
   const ParamCount c = count_params(s);
-  EXPECT_EQ(c.router, 32 * (d * p + p * e) + gru);
   const ParamCount topk = count_params(mixtral_8x7b());
-  EXPECT_EQ(c.total - topk.total, c.router - topk.router);
+  // Stored once; run once per MoE layer, so counted per use in the compute N.
+  EXPECT_EQ(c.total - topk.total, 32 * (d * p + p * e) + gru - topk.router);
+  EXPECT_EQ(c.router, 32 * (d * p + p * e + gru));
   EXPECT_EQ(c.active - topk.active, c.router - topk.router);
+  EXPECT_DOUBLE_EQ(flops_per_token_6n(s) - flops_per_token_6n(mixtral_8x7b()),
+                   6.0 * (c.router - topk.router));
+}
+
+TEST(Accounting, RmoeGruCountsOncePerMoeLayerInComputeAndOnceInTotal) {
+  ModelShape s = mixtral_8x7b();
+  s.router = Router::rmoe;
+  s.router_dim = 64;
+  const int64_t p = 64, gru = 6 * p * p + 6 * p;
+  ModelShape half = s;
+  half.moe_every = 2;  // 16 MoE layers instead of 32
+  const ParamCount all = count_params(s), every2 = count_params(half);
+  const int64_t expert = 3 * 4096 * 14336, router_layer = 4096 * p + p * 8;
+  // 16 layers go from MoE (2 active experts, router, GRU use) to one dense FFN.
+  EXPECT_EQ(all.active - every2.active, 16 * (expert + router_layer + gru));
+  EXPECT_EQ(all.total - every2.total, 16 * (7 * expert + router_layer));
 }
 
 TEST(Accounting, HashRouterHasNoParametersAndMoeEveryCountsOnlyMoeLayers) {

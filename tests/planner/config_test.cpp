@@ -35,6 +35,24 @@ TEST(Config, ParsesAValidConfig) {
   EXPECT_EQ(c.base.top_k, 2);
 }
 
+TEST(Config, RenormalizeAndReplicates) {
+  const SweepConfig defaults = parse_sweep_config(kValid, "cfg.toml");
+  EXPECT_FALSE(defaults.base.renormalize.has_value());
+  EXPECT_TRUE(defaults.base.renormalizes()) << "top_k = 2 renormalises by default";
+  EXPECT_EQ(defaults.replicates, 1);
+  std::string text = kValid;
+  text.replace(text.find("top_k = 2"), 9, "top_k = 1\nrenormalize = true");
+  text.replace(text.find("experts ="), 0, "replicates = 2\nreplicate_budgets = [3e11]\n");
+  const SweepConfig c = parse_sweep_config(text, "cfg.toml");
+  EXPECT_TRUE(c.base.renormalizes());
+  EXPECT_EQ(c.replicates, 2);
+  EXPECT_EQ(c.replicate_budgets, (std::vector<double>{3e11}));
+  text.replace(text.find("[3e11]"), 6, "[5e11]");
+  EXPECT_NE(error_of(text).find("sweep.replicate_budgets in cfg.toml"), std::string::npos);
+  ModelShape k1;
+  EXPECT_FALSE(k1.renormalizes()) << "top-1 scales by the router probability by default";
+}
+
 TEST(Config, ShippedConfigsPlan) {
   const SweepConfig c = load_sweep_config(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
   EXPECT_FALSE(plan_sweep(c).empty());

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "planner/planner.h"
@@ -62,6 +63,37 @@ TEST(IsoFlop, SnappedDuplicatesAreDropped) {
   EXPECT_LT(runs.size(), 2u * 40u * 3u);
 }
 
+TEST(IsoFlop, ReplicatesTrainTheMiddleBudgetsPointsWithDistinctSeeds) {
+  SweepConfig c = isoflop_config();
+  c.budgets = {1e11, 1e12, 1e13};
+  const auto single = plan_sweep(c);
+  c.replicates = 2;
+  const auto runs = plan_sweep(c);
+  std::map<std::string, std::set<uint64_t>> seeds;  // the point without its seed -> seeds
+  std::set<std::string> keys;
+  for (const PlannedRun& r : runs) {
+    RunSpec point = r.spec;
+    point.train.seed = 0;
+    seeds[to_json(point)].insert(r.spec.train.seed);
+    EXPECT_TRUE(keys.insert(r.spec.key()).second) << "replicates need distinct keys";
+    EXPECT_EQ(r.spec.train.seed, c.train.seed + static_cast<uint64_t>(r.replicate));
+    if (r.replicate > 0) {
+      EXPECT_EQ(r.budget, 1e12) << "only the middle budget";
+    }
+  }
+  size_t middle = 0;
+  for (const PlannedRun& r : single) middle += r.budget == 1e12;
+  EXPECT_GT(middle, 0u);
+  EXPECT_EQ(runs.size(), single.size() + middle);
+  for (const auto& [point, s] : seeds) EXPECT_LE(s.size(), 2u);
+
+  c.replicate_budgets = {1e11, 1e13};
+  size_t outer = 0, extra = 0;
+  for (const PlannedRun& r : single) outer += r.budget != 1e12;
+  for (const PlannedRun& r : plan_sweep(c)) extra += r.replicate > 0;
+  EXPECT_EQ(extra, outer);
+}
+
 TEST(Grid, IsTheProductOfSizesTokensExpertsAndRouters) {
   SweepConfig c = isoflop_config();
   c.design = Design::grid;
@@ -95,6 +127,10 @@ TEST(RunSpec, JsonRoundTripKeepsTheKey) {
   RunSpec a = plan_sweep(isoflop_config()).front().spec, b = a;
   b.train.lr *= 2;
   EXPECT_NE(a.key(), b.key());
+  b = a;
+  b.shape.renormalize = !a.shape.renormalizes();
+  EXPECT_NE(a.key(), b.key());
+  EXPECT_EQ(run_spec_from_json(to_json(b)).shape.renormalizes(), b.shape.renormalizes());
   EXPECT_THROW(run_spec_from_json("{\"shape\": 3}"), std::invalid_argument);
 }
 

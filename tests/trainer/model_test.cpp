@@ -1,7 +1,11 @@
 // The MoE transformer: parameter accounting, batched dispatch, routers.
-#include <gtest/gtest.h>
-
 #include "trainer/model.h"
+
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/functions/accumulate_grad.h>
+
+#include <map>
+#include <unordered_set>
 
 namespace moescale {
 namespace {
@@ -11,8 +15,7 @@ class OneThread : public ::testing::Environment {
  public:
   void SetUp() override { torch::set_num_threads(1); }
 };
-[[maybe_unused]] const auto* const kOneThread =
-    ::testing::AddGlobalTestEnvironment(new OneThread);
+[[maybe_unused]] const auto* const kOneThread = ::testing::AddGlobalTestEnvironment(new OneThread);
 
 ModelShape base_shape() {
   ModelShape s;
@@ -129,8 +132,8 @@ TEST(TrainerDispatch, BatchedEqualsNaivePerTokenForwardAndGradients) {
 
   std::vector<int64_t> counts;
   const auto yb =
-      moe_dispatch(batched[0], route_top_k(batched[1], k), batched[2], batched[3], &counts);
-  const auto yn = naive_dispatch(naive[0], route_top_k(naive[1], k), naive[2], naive[3]);
+      moe_dispatch(batched[0], route_top_k(batched[1], k, true), batched[2], batched[3], &counts);
+  const auto yn = naive_dispatch(naive[0], route_top_k(naive[1], k, true), naive[2], naive[3]);
   ASSERT_TRUE(torch::allclose(yb, yn, 1e-5, 1e-5)) << (yb - yn).abs().max();
   (yb * upstream).sum().backward();
   (yn * upstream).sum().backward();
@@ -228,7 +231,9 @@ TEST(TrainerRMoE, OneGruCellIsSharedByAllMoeLayers) {
 }
 
 TEST(TrainerRMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) {
-  MoeTransformer model(rmoe_shape(), 8);
+  ModelShape s = rmoe_shape();
+  s.renormalize = true;  // k = 1: a gate of exactly 1
+  MoeTransformer model(s, 8);
   model->forward(torch::randint(50, {2, 16}, torch::kInt64));
   const auto layers = model->moe_layers();
   model->zero_grad();
@@ -245,6 +250,167 @@ TEST(TrainerRMoE, LaterLayersRoutingLossReachesEarlierProjectorThroughGruState) 
   EXPECT_TRUE(!layers[2]->proj->weight.grad().defined() ||
               layers[2]->proj->weight.grad().abs().sum().item<double>() == 0)
       << "routing of layer 1 cannot depend on layer 2";
+}
+
+// ---- routing gradients and the load-balancing loss -----------------------------
+
+double grad_sum(const torch::Tensor& p) {
+  return p.grad().defined() ? p.grad().abs().sum().item<double>() : 0.0;
+}
+
+// The router parameters' gradient from the language-model loss alone.
+std::vector<std::pair<std::string, double>> router_grads_from_lm_loss(const ModelShape& s) {
+  MoeTransformer model(s, 21);
+  const auto tokens = torch::randint(s.vocab, {2, s.seq_len + 1}, torch::kInt64);
+  const auto out = model->forward(tokens.narrow(1, 0, s.seq_len));
+  torch::nn::functional::cross_entropy(out.logits.reshape({-1, s.vocab}),
+                                       tokens.narrow(1, 1, s.seq_len).reshape(-1))
+      .backward();
+  std::vector<std::pair<std::string, double>> grads;
+  for (const auto& item : model->named_parameters())
+    if (item.key().find("gate.") != std::string::npos ||
+        item.key().find("proj.") != std::string::npos || item.key().rfind("gru.", 0) == 0)
+      grads.emplace_back(item.key(), grad_sum(item.value()));
+  return grads;
+}
+
+TEST(TrainerRouter, RouterLearnsFromTheLanguageModelLossForTopOneAndTopTwo) {
+  for (Router router : {Router::topk, Router::rmoe})
+    for (int64_t k : {1, 2}) {
+      ModelShape s = base_shape();
+      s.n_layers = 3;
+      s.experts = 4;
+      s.top_k = k;
+      s.router = router;
+      const auto grads = router_grads_from_lm_loss(s);
+      // topk: a gate per layer; rmoe: a projection and a gate per layer, GRU weights and biases.
+      EXPECT_EQ(grads.size(), router == Router::topk ? 3u : 10u);
+      for (const auto& [name, g] : grads)
+        EXPECT_GT(g, 0) << to_string(router) << " k=" << k << ": " << name;
+    }
+}
+
+TEST(TrainerRouter, RenormalisedTopOneGivesTheGateNoTaskGradient) {
+  // What Switch scaling fixes: a gate of exactly 1 does not depend on the router.
+  ModelShape s = base_shape();
+  s.experts = 4;
+  s.top_k = 1;
+  s.router = Router::topk;
+  s.renormalize = true;
+  for (const auto& [name, g] : router_grads_from_lm_loss(s)) EXPECT_EQ(g, 0) << name;
+}
+
+TEST(TrainerRouter, TopOneGateIsTheRouterProbabilityAndTopTwoSumsToOne) {
+  const auto logits = torch::tensor({{0.0, 1.0, 2.0}, {3.0, 0.0, 0.0}});
+  const auto probs = torch::softmax(logits, -1);
+  const Routing one = route_top_k(logits, 1, false);
+  EXPECT_TRUE(torch::allclose(one.weights.squeeze(1), probs.amax(-1)));
+  const Routing two = route_top_k(logits, 2, false);
+  EXPECT_FALSE(torch::allclose(two.weights.sum(-1), torch::ones({2})));
+  const Routing two_norm = route_top_k(logits, 2, true);
+  EXPECT_TRUE(torch::allclose(two_norm.weights.sum(-1), torch::ones({2})));
+}
+
+TEST(TrainerRouter, LoadBalancingLossMatchesTheMixtralFormulaByHand) {
+  // One layer, E = 3, k = 2. Token 1 picks experts 0, 1; token 2 picks 2, 1.
+  // f = slots per token = (1/2, 2/2, 1/2), P = (0.35, 0.30, 0.35):
+  // 3 · (0.5·0.35 + 1·0.30 + 0.5·0.35) = 1.95.
+  ModelShape s = base_shape();
+  s.experts = 3;
+  s.top_k = 2;
+  s.router = Router::topk;
+  MoeTransformer model(s, 22);
+  auto moe = model->moe_layers()[0];
+  const auto logits = torch::log(torch::tensor({{0.5, 0.3, 0.2}, {0.2, 0.3, 0.5}}));
+  const Routing r = route_top_k(logits, 2, true);
+  const auto f = torch::bincount(r.experts.reshape(-1), {}, 3).to(torch::kFloat32) / 2.0;
+  EXPECT_NEAR(load_balancing_loss({f}, {r.probs.mean(0)}).item<double>(), 1.95, 1e-6);
+
+  // Two layers, E = 2, k = 1, pooled as Mixtral concatenates them: layer A sends both
+  // tokens to expert 0, layer B both to expert 1. Pooled f = (1/2, 1/2),
+  // P = (0.45, 0.55): 2 · (0.5·0.45 + 0.5·0.55) = 1 (the mean of the layers' own
+  // losses, 1.4 and 1.6, would be 1.5).
+  const auto pa = torch::tensor({{0.8, 0.2}, {0.6, 0.4}}),
+             pb = torch::tensor({{0.3, 0.7}, {0.1, 0.9}});
+  const auto fa = torch::tensor({1.0, 0.0}), fb = torch::tensor({0.0, 1.0});
+  EXPECT_NEAR(load_balancing_loss({fa, fb}, {pa.mean(0), pb.mean(0)}).item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(load_balancing_loss({fa}, {pa.mean(0)}).item<double>(), 1.4, 1e-6);
+}
+
+TEST(TrainerRouter, ModelAuxLossIsTheMixtralLossOverItsLayers) {
+  ModelShape s = base_shape();
+  s.n_layers = 2;
+  s.experts = 4;
+  s.top_k = 2;
+  s.router = Router::topk;
+  MoeTransformer model(s, 23);
+  const auto out = model->forward(torch::randint(s.vocab, {2, s.seq_len}, torch::kInt64));
+  // Recompute from the routing each layer reported, Mixtral's way: one-hot counts.
+  std::vector<torch::Tensor> f, p;
+  for (const auto& m : model->moe_layers()) {
+    const auto load = m->last_load;  // slot shares, sum 1
+    f.push_back(load * static_cast<double>(s.top_k));
+    p.push_back(m->last_mean_probs);
+    EXPECT_NEAR(m->last_slots_per_token.sum().item<double>(), 2.0, 1e-5);
+  }
+  const double expected =
+      4.0 * (torch::stack(f).mean(0) * torch::stack(p).mean(0)).sum().item<double>();
+  EXPECT_NEAR(out.aux_loss.item<double>(), expected, 1e-5);
+  EXPECT_GT(out.aux_loss.item<double>(), 1.9) << "near-balanced top-2 routing gives about k";
+}
+
+// ---- compute accounting, counted from the autograd graph ----------------------
+
+// How many times each parameter is used in the graph of `root`: the edges into its
+// gradient accumulator.
+std::map<const void*, int64_t> parameter_uses(const torch::Tensor& root) {
+  std::map<const void*, int64_t> uses;
+  std::unordered_set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> todo{root.grad_fn().get()};
+  while (!todo.empty()) {
+    auto* node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    for (const auto& edge : node->next_edges()) {
+      auto* next = edge.function.get();
+      if (!next) continue;
+      if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(next))
+        ++uses[acc->variable.unsafeGetTensorImpl()];
+      else
+        todo.push_back(next);
+    }
+  }
+  return uses;
+}
+
+TEST(TrainerModel, ParametersUsedPerTokenMatchPlannerActiveCount) {
+  // The planner's N_active counts a parameter per use; the graph says how often each
+  // is used. Expert weights are stacked [E, ...]: a token uses k/E of them.
+  for (const auto& c : shape_cases()) {
+    const ModelShape s = c.shape.resolved();
+    MoeTransformer model(s, 24);
+    const auto out = model->forward(torch::randint(s.vocab, {1, s.seq_len}, torch::kInt64));
+    const auto uses = parameter_uses(out.logits.sum());
+    double used = 0;
+    for (const auto& item : model->named_parameters()) {
+      const std::string& name = item.key();
+      if (name.rfind("embed.", 0) == 0 || name.rfind("head.", 0) == 0) continue;
+      const auto it = uses.find(item.value().unsafeGetTensorImpl());
+      const double n = it == uses.end() ? 0 : static_cast<double>(it->second);
+      const bool expert = name.find("moe.w_") != std::string::npos;
+      const double share = expert ? static_cast<double>(s.top_k) / s.experts : 1.0;
+      used += n * share * static_cast<double>(item.value().numel());
+    }
+    EXPECT_DOUBLE_EQ(used, static_cast<double>(count_params(s).active)) << c.name;
+  }
+}
+
+TEST(TrainerRMoE, SharedGruIsUsedOncePerMoeLayer) {
+  MoeTransformer model(rmoe_shape(), 25);
+  const auto out = model->forward(torch::randint(50, {1, 16}, torch::kInt64));
+  const auto uses = parameter_uses(out.logits.sum());
+  for (const auto& p : model->gru->parameters())
+    EXPECT_EQ(uses.at(p.unsafeGetTensorImpl()), 3) << "3 MoE layers";
 }
 
 TEST(TrainerModel, SameSeedBuildsTheSameModel) {

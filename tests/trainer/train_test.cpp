@@ -1,15 +1,13 @@
 // Training runs end to end on small synthetic data: convergence to the source's
 // entropy rate, exact resume after an interruption, divergence, errors.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <numbers>
-
-#include <fmt/format.h>
 
 #include "tests/temp_dir.h"
 #include "trainer/trainer.h"
@@ -102,6 +100,20 @@ TEST(TrainerRun, TinyModelReachesTheMarkovEntropyRate) {
   ASSERT_FALSE(sink.steps.empty());
   EXPECT_EQ(sink.steps.back().expert_load.size(), 1u);
   EXPECT_GT(sink.steps.back().tokens_per_s, 0);
+}
+
+TEST(TrainerRun, DefaultCheckpointsOfAShortRunAreOnlyTheLast) {
+  TempDir data, ckpt;
+  prepare_markov(data.str(), {2, 8, 3, 50'000});
+  RunSpec r = tiny_run(data.str(), 8, 12);
+  r.shape.top_k = 1;          // top-1 with Switch gating trains like top-2
+  r.train.eval_interval = 3;  // checkpoint_interval 0: at evals, at most every 30 s
+  RecordingSink sink;
+  const TrainResult res = train_run(r, cpu_options(ckpt.str()), sink);
+  ASSERT_EQ(res.outcome, TrainOutcome::done) << res.message;
+  EXPECT_EQ(sink.evals.size(), 4u);
+  EXPECT_EQ(sink.checkpoints, (std::vector<int64_t>{12})) << "a run under 30 s writes one";
+  EXPECT_TRUE(fs::exists(ckpt.str("checkpoint.pt")));
 }
 
 TEST(TrainerRun, InterruptedAndResumedRunReproducesTheLossCurve) {
