@@ -16,5 +16,6 @@ void add_recommend_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_data_command(CLI::App& app);
 void add_laws_command(CLI::App& app);
+void add_rm_command(CLI::App& app);
 
 }  // namespace moescale::cli

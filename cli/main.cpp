@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add_report_command(app);
   add_data_command(app);
   add_laws_command(app);
+  add_rm_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {
