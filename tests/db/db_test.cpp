@@ -108,7 +108,12 @@ TEST_F(DbTest, MigratesAnOlderSchemaForward) {
     db.save_plan(config(), plan_sweep(config()));
   }
   // What a schema-1 file looks like: no observations, no fits.
-  raw_exec(path(), "DROP TABLE fits; DROP TABLE observations; PRAGMA user_version = 1;");
+  raw_exec(path(),
+           "DROP TABLE fits; DROP TABLE observations; DROP TABLE store; DROP INDEX runs_by_owner; "
+           "ALTER TABLE runs DROP COLUMN claim; ALTER TABLE runs DROP COLUMN owner_host; "
+           "ALTER TABLE runs DROP COLUMN owner_pid; ALTER TABLE runs DROP COLUMN owner_job; "
+           "ALTER TABLE runs DROP COLUMN owner_threads; ALTER TABLE runs DROP COLUMN source; "
+           "PRAGMA user_version = 1;");
   Database db(path(), Database::Mode::must_exist);
   EXPECT_EQ(db.schema_version(), Database::kSchemaVersion);
   EXPECT_FALSE(db.runs("s", std::nullopt).empty());
