@@ -405,7 +405,7 @@ void report_throughput(const Tally& tally, double seconds, const TrainArgs& a) {
   std::string peak;
   try {
     const double sgemm = measure_sgemm_flops(a.device, 0);
-    peak = fmt::format(", {:.1f}% of sgemm peak ({} FLOP/s on {})", 100 * achieved / sgemm,
+    peak = fmt::format(", {:.3g}% of sgemm peak ({} FLOP/s on {})", 100 * achieved / sgemm,
                        sci(sgemm), resolve_device(a.device));
   } catch (const std::exception& e) {
     peak = fmt::format(" (no sgemm peak: {})", e.what());

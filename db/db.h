@@ -193,6 +193,7 @@ class Database {
  private:
   class Transaction;
   void open(int flags);
+  void close();
   void check_claim(const Claim& claim, std::optional<int64_t> steps_done);
   void check_identity(bool existed);
   void migrate();

@@ -2,7 +2,10 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 
 #include "db/db.h"
 #include "db/statement.h"
@@ -106,6 +109,24 @@ bool file_exists(const std::string& path, off_t* size) {
   return true;
 }
 
+// Paths this process holds open through SQLite. Opening and closing such a file
+// with anything but SQLite drops the POSIX locks of the open connection (see
+// sqlite.org/howtocorrupt.html, 2.2): the header check is skipped for them, since
+// they were checked when first opened.
+std::mutex g_open_mutex;
+std::multiset<std::string> g_open_paths;
+
+std::string canonical(const std::string& path) {
+  std::error_code ec;
+  const auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : p.string();
+}
+
+bool open_in_this_process(const std::string& path) {
+  std::lock_guard lock(g_open_mutex);
+  return g_open_paths.count(canonical(path)) > 0;
+}
+
 bool has_sqlite_header(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[16] = {};
@@ -134,7 +155,7 @@ Database::Database(const std::string& path, Mode mode) : path_(path) {
         "no moescale database at {}; plan a sweep first (moescale plan --config FILE) or "
         "point --db / MOESCALE_DB at one",
         path));
-  if (existed && !has_sqlite_header(path))
+  if (existed && !open_in_this_process(path) && !has_sqlite_header(path))
     throw std::runtime_error(fmt::format(
         "{} is not a moescale database (not SQLite at all); it was left untouched, pass another "
         "--db path",
@@ -145,12 +166,11 @@ Database::Database(const std::string& path, Mode mode) : path_(path) {
       check_identity(existed);
       if (schema_version() == kSchemaVersion) return;
     } catch (...) {
-      sqlite3_close(handle_);
+      close();
       throw;
     }
     // An older schema: upgrade it once (this needs write access), then read.
-    sqlite3_close(handle_);
-    handle_ = nullptr;
+    close();
   }
   open(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   try {
@@ -158,7 +178,7 @@ Database::Database(const std::string& path, Mode mode) : path_(path) {
     sql::exec(handle_, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;", "configuring");
     migrate();
   } catch (...) {
-    sqlite3_close(handle_);
+    close();
     throw;
   }
 }
@@ -171,10 +191,21 @@ void Database::open(int flags) {
     throw std::runtime_error(fmt::format("cannot open database {}: {}", path_, why));
   }
   sqlite3_busy_timeout(handle_, 10000);
+  std::lock_guard lock(g_open_mutex);
+  g_open_paths.insert(canonical(path_));
+}
+
+void Database::close() {
+  if (!handle_) return;
+  sqlite3_close(handle_);
+  handle_ = nullptr;
+  std::lock_guard lock(g_open_mutex);
+  if (auto it = g_open_paths.find(canonical(path_)); it != g_open_paths.end())
+    g_open_paths.erase(it);
 }
 
 Database::~Database() {
-  sqlite3_close(handle_);
+  close();
 }
 
 int Database::schema_version() const {
