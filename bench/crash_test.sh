@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Crash safety, measured: trains a small sweep while killing `moescale train` at
-# random moments (SIGKILL, and SIGTERM every third time), then lets it finish and
+# random moments (SIGKILL, and SIGTERM every third time) while a run trains, then lets it finish and
 # compares with the same sweep trained without interruption.
 # Prints: kills, corrupt (integrity_check failures), duplicated (metric rows or
 # runs trained twice), lost (runs not done at the end), resumed-equal (runs that
@@ -22,7 +22,7 @@ cat > sweep.toml <<'TOML'
 name = "crash"
 design = "grid"
 sizes = [2e3, 6e3]
-tokens = [1.2e6]
+tokens = [5e5]
 experts = [1, 4]
 routers = ["topk"]
 [model]
@@ -49,19 +49,36 @@ export MOESCALE_DB=
 runs=$("$bin" runs --db crash.db --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 
 # The uninterrupted reference.
-"$bin" train --sweep crash --db reference.db --threads 1 --checkpoints ref-ckpt -q
+"$bin" train --sweep crash --db reference.db --threads 1 --checkpoints ref-ckpt -q 2>reference.log
 
-# Kill at random moments, each time after a random 0.3-2.5 s of training.
+# Kill at random moments while a run trains.
 : > interrupted.txt
 killed=0
 round=0
 while [ "$killed" -lt "$kills" ]; do
   "$bin" train --sweep crash --db crash.db --threads 1 --checkpoints ckpt -q 2>>train.log &
   pid=$!
-  sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 2.5), 2))')"
+  # Kill while a run is training: wait until this process holds one, then a bit more.
+  python3 - "$pid" <<'PY' || true
+import sqlite3, sys, time
+for _ in range(600):
+    try:
+        db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
+        if db.execute("SELECT 1 FROM runs WHERE status='running' AND owner_pid=?",
+                      (int(sys.argv[1]),)).fetchone():
+            break
+    except sqlite3.Error:
+        pass
+    time.sleep(0.1)
+PY
+  sleep "$(python3 -c 'import random; print(round(random.uniform(0.1, 2.0), 2))')"
   if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" || true; break; fi  # sweep finished
-  "$bin" runs --db crash.db --status running --json 2>/dev/null |
-    python3 -c 'import json,sys; [print(sys.argv[1], r["id"]) for r in json.load(sys.stdin)]' "$round" >> interrupted.txt || true
+  python3 - "$pid" "$round" >> interrupted.txt <<'PY' || true
+import sqlite3, sys
+db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
+for (i,) in db.execute("SELECT id FROM runs WHERE status='running' AND owner_pid=?", (int(sys.argv[1]),)):
+    print(sys.argv[2], i)
+PY
   if [ $((killed % 3)) -eq 2 ]; then kill -TERM "$pid"; else kill -KILL "$pid"; fi
   wait "$pid" 2>/dev/null || true
   killed=$((killed + 1))
