@@ -135,8 +135,9 @@ std::vector<Observation> parse_observations_csv(std::string_view text, const Col
   const auto& header = records[0].fields;
   std::map<std::string, std::size_t> index;
   for (const auto& [key, name] : mapping) {
+    const std::string& column = name;  // clang before 16 cannot capture a structured binding
     const auto it = std::find_if(header.begin(), header.end(),
-                                 [&](const std::string& h) { return trim(h) == trim(name); });
+                                 [&](const std::string& h) { return trim(h) == trim(column); });
     if (it == header.end()) {
       std::string have;
       for (std::size_t i = 0; i < header.size() && i < 20; ++i)
