@@ -19,5 +19,6 @@ void add_data_command(CLI::App& app);
 void add_laws_command(CLI::App& app);
 void add_version_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
+void add_rm_command(CLI::App& app);
 
 }  // namespace moescale::cli

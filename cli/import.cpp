@@ -14,7 +14,7 @@ namespace {
 struct ImportArgs {
   std::string csv, sweep, db;
   std::vector<std::string> maps;
-  bool json = false;
+  bool json = false, append = false;
 };
 
 fitting::ColumnMapping parse_mapping(const std::vector<std::string>& maps) {
@@ -38,13 +38,19 @@ void run_import(const ImportArgs& a) {
                     o.top_k, o.granularity, o.loss, "", o.where});
   const std::string path = default_database_path(a.db);
   Database db(path, Database::Mode::create_if_missing);
-  db.import_observations(a.sweep, a.csv, rows);
-  if (a.json)
-    fmt::print("{}\n",
-               nlohmann::json{{"sweep", a.sweep}, {"rows", rows.size()}, {"db", path}}.dump(2));
-  else
-    fmt::print("imported {} rows from {} into sweep '{}' ({})\n", rows.size(), a.csv, a.sweep,
-               path);
+  const auto saved = db.import_observations(a.sweep, a.csv, rows, a.append);
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::json{{"sweep", a.sweep},
+                                      {"rows", rows.size()},
+                                      {"already_there", saved.already_there},
+                                      {"db", path}}
+                           .dump(2));
+    return;
+  }
+  fmt::print("imported {} rows from {} into sweep '{}' ({})\n", rows.size(), a.csv, a.sweep, path);
+  if (saved.already_there > 0)
+    fmt::print(stderr, "note: {} of them equal rows the sweep already held (--append)\n",
+               saved.already_there);
 }
 
 }  // namespace
@@ -64,6 +70,9 @@ void add_import_command(CLI::App& app) {
                   "are required")
       ->required();
   add_db_option(cmd, args->db);
+  cmd->add_flag("--append", args->append,
+                "add the rows even if the sweep already holds equal ones (by default importing "
+                "the same rows twice is refused)");
   cmd->add_flag("--json", args->json, "print JSON");
   cmd->callback([args] { run_import(*args); });
 }

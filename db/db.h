@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,31 @@ struct SweepRecord {
   std::string created_at;
 };
 
+// Who trains a run: a process on a host, inside a Slurm job when there is one.
+struct RunOwner {
+  std::string host;
+  int64_t pid = 0;
+  std::string job;            // "JOB" or "JOB_TASK" from SLURM_JOB_ID / SLURM_ARRAY_TASK_ID, or ""
+  int threads = 0;            // CPU threads it trains with (0: unknown)
+  std::string label() const;  // "host:pid" plus " slurm JOB_TASK"
+  static RunOwner this_process(int threads = 0);
+};
+// True only when the owner is on this host and its process is gone (or a zombie):
+// its runs can be taken back at once instead of waiting for the heartbeat limit.
+bool owner_provably_dead(const std::string& host, int64_t pid);
+
+// Proof of a claim: the run and the generation claim_run gave it. A later claim of
+// the same run bumps the generation, and every write with the old one is refused.
+struct Claim {
+  int64_t run_id = 0;
+  int64_t generation = 0;
+};
+// Thrown by writes whose claim is no longer the run's current one.
+class LostClaim : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 struct RunRecord {
   int64_t id = 0;
   int64_t sweep_id = 0;
@@ -39,7 +65,15 @@ struct RunRecord {
   std::optional<double> wall_seconds;
   int64_t steps_done = 0;
   std::string error;
-  std::string source = "trained";  // or "simulated" (moescale simulate)
+  int64_t claim_generation = 0;
+  std::string owner_host, owner_job;
+  int64_t owner_pid = 0;
+  int owner_threads = 0;
+  std::string source = "trained";       // "trained" or "simulated"
+  std::optional<double> heartbeat_age;  // seconds since the last heartbeat
+  Claim claim() const { return {id, claim_generation}; }
+  // Running, and its owner is provably dead or silent for longer than stale_after.
+  bool stale(double stale_after) const;
 };
 
 struct MetricRecord {
@@ -75,7 +109,9 @@ struct FitRecord {
 
 class Database {
  public:
-  enum class Mode { create_if_missing, must_exist };
+  // read_only opens the file without write access (a folder the user cannot write
+  // to can still be listed); it migrates an older schema only if it can write.
+  enum class Mode { create_if_missing, must_exist, read_only };
   static constexpr int kSchemaVersion = 3;
 
   // Throws std::runtime_error with an actionable message for a missing,
@@ -87,6 +123,9 @@ class Database {
 
   const std::string& path() const { return path_; }
   int schema_version() const;
+  // A random id made when the file was created: checkpoints name the store they
+  // belong to, so a new database never resumes an old one's checkpoints.
+  std::string store_identity() const;
 
   struct PlanSaved {
     int64_t sweep_id = 0;
@@ -104,25 +143,51 @@ class Database {
   RunRecord run(int64_t id) const;
 
   // Atomically moves one run (the given one, or the first planned one of the
-  // sweep; running runs whose heartbeat is older than stale_seconds count as
-  // planned, and so do failed runs with retry_failed) to running for this
-  // worker. Empty when nothing is left.
-  std::optional<RunRecord> claim_run(const std::string& sweep, const std::string& worker,
+  // sweep) to running for this owner, with a new claim generation. Running runs
+  // count as planned when their owner is provably dead (same host, process gone)
+  // or silent for longer than stale_seconds, and failed runs with retry_failed.
+  // Empty when nothing is left.
+  std::optional<RunRecord> claim_run(const std::string& sweep, const RunOwner& owner,
                                      std::optional<int64_t> run_id = std::nullopt,
                                      double stale_seconds = 600, bool retry_failed = false);
-  void record_metric(const MetricRecord& m);  // also refreshes the heartbeat
-  void finish_run(int64_t run_id, RunStatus status, std::optional<double> final_loss,
+  // Every write of a claimed run is fenced: it throws LostClaim, writing nothing,
+  // when the run was claimed again since (or is no longer running).
+  void record_metric(const Claim& claim, const MetricRecord& m);  // also a heartbeat
+  void heartbeat(const Claim& claim);
+  void finish_run(const Claim& claim, RunStatus status, std::optional<double> final_loss,
                   double wall_seconds, int64_t steps_done, const std::string& error);
-  void release_run(int64_t run_id, int64_t steps_done);  // back to planned, progress kept
+  // Back to planned, progress kept.
+  void release_run(const Claim& claim, int64_t steps_done, const std::string& error = "");
   // Marks planned runs done with simulated final losses (source 'simulated'), all or none:
   // throws if a run is not a planned run of the sweep.
   void record_simulated(const std::string& sweep,
                         const std::vector<std::pair<int64_t, double>>& losses);
   std::vector<MetricRecord> metrics(int64_t run_id, const std::string& split = "") const;
+  // Distinct live processes on `host`, other than `except_pid`, that hold a running
+  // run of any sweep in this store, and the threads they said they use.
+  struct HostWorkers {
+    int processes = 0;
+    int threads = 0;
+  };
+  HostWorkers active_workers(const std::string& host, int64_t except_pid) const;
 
-  // All rows or none. Throws if the sweep exists and is not an import.
-  int64_t import_observations(const std::string& sweep, const std::string& source,
-                              const std::vector<ObservationRecord>& rows);
+  struct ImportSaved {
+    int64_t sweep_id = 0;
+    int added = 0;
+    int already_there = 0;  // rows equal to ones the sweep holds (only with append)
+  };
+  // All rows or none. Throws if the sweep exists and is not an import, and, unless
+  // `append`, if any row equals one the sweep already holds (importing a file twice).
+  ImportSaved import_observations(const std::string& sweep, const std::string& source,
+                                  const std::vector<ObservationRecord>& rows, bool append = false);
+
+  // Removal, each in one transaction: a sweep with its runs, metrics,
+  // observations and fits; a fit.
+  struct SweepRemoved {
+    int runs = 0, observations = 0, fits = 0;
+  };
+  SweepRemoved remove_sweep(const std::string& name);
+  void remove_fit(int64_t id);
   // Imported rows plus the done runs of a planned sweep. Throws if the done runs mix trained
   // and simulated results: a fit must be of one or the other.
   std::vector<ObservationRecord> observations(const std::string& sweep) const;
@@ -134,6 +199,9 @@ class Database {
 
  private:
   class Transaction;
+  void open(int flags);
+  void close();
+  void check_claim(const Claim& claim, std::optional<int64_t> steps_done);
   void check_identity(bool existed);
   void migrate();
   std::string path_;

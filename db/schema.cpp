@@ -2,7 +2,10 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 
 #include "db/db.h"
 #include "db/statement.h"
@@ -80,8 +83,22 @@ const char* const kMigrations[] = {
          grp TEXT NOT NULL,
          result TEXT NOT NULL,
          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')));)",
-    // 'trained' or 'simulated' (moescale simulate): simulated losses never pass for real ones.
-    R"(ALTER TABLE runs ADD COLUMN source TEXT NOT NULL DEFAULT 'trained';)",
+    // The store's identity ties checkpoints to this file; the claim generation fences
+    // every write of a run's owner; owners are named so a dead one can be recognised;
+    // row hashes make a second import of the same file visible.
+    R"(CREATE TABLE store(
+         only_row INTEGER PRIMARY KEY CHECK(only_row = 1),
+         identity TEXT NOT NULL);
+       INSERT INTO store(only_row, identity) VALUES(1, lower(hex(randomblob(16))));
+       ALTER TABLE runs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+       ALTER TABLE runs ADD COLUMN owner_host TEXT NOT NULL DEFAULT '';
+       ALTER TABLE runs ADD COLUMN owner_pid INTEGER NOT NULL DEFAULT 0;
+       ALTER TABLE runs ADD COLUMN owner_job TEXT NOT NULL DEFAULT '';
+       ALTER TABLE runs ADD COLUMN owner_threads INTEGER NOT NULL DEFAULT 0;
+       ALTER TABLE runs ADD COLUMN source TEXT NOT NULL DEFAULT 'trained';
+       CREATE INDEX runs_by_owner ON runs(status, owner_host);
+       ALTER TABLE observations ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';
+       CREATE INDEX observations_by_hash ON observations(sweep_id, row_hash);)",
 };
 static_assert(std::size(kMigrations) == Database::kSchemaVersion);
 
@@ -90,6 +107,24 @@ bool file_exists(const std::string& path, off_t* size) {
   if (stat(path.c_str(), &st) != 0) return false;
   *size = st.st_size;
   return true;
+}
+
+// Paths this process holds open through SQLite. Opening and closing such a file
+// with anything but SQLite drops the POSIX locks of the open connection (see
+// sqlite.org/howtocorrupt.html, 2.2): the header check is skipped for them, since
+// they were checked when first opened.
+std::mutex g_open_mutex;
+std::multiset<std::string> g_open_paths;
+
+std::string canonical(const std::string& path) {
+  std::error_code ec;
+  const auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : p.string();
+}
+
+bool open_in_this_process(const std::string& path) {
+  std::lock_guard lock(g_open_mutex);
+  return g_open_paths.count(canonical(path)) > 0;
 }
 
 bool has_sqlite_header(const std::string& path) {
@@ -115,39 +150,72 @@ std::string default_database_path(const std::string& flag) {
 Database::Database(const std::string& path, Mode mode) : path_(path) {
   off_t size = 0;
   const bool existed = file_exists(path, &size) && size > 0;
-  if (!existed && mode == Mode::must_exist)
+  if (!existed && mode != Mode::create_if_missing)
     throw std::runtime_error(fmt::format(
         "no moescale database at {}; plan a sweep first (moescale plan --config FILE) or "
         "point --db / MOESCALE_DB at one",
         path));
-  if (existed && !has_sqlite_header(path))
+  if (existed && !open_in_this_process(path) && !has_sqlite_header(path))
     throw std::runtime_error(fmt::format(
         "{} is not a moescale database (not SQLite at all); it was left untouched, pass another "
         "--db path",
         path));
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &handle_, flags, nullptr) != SQLITE_OK) {
-    const std::string why = handle_ ? sqlite3_errmsg(handle_) : "out of memory";
-    sqlite3_close(handle_);
-    throw std::runtime_error(fmt::format("cannot open database {}: {}", path, why));
+  if (mode == Mode::read_only) {
+    open(SQLITE_OPEN_READONLY);
+    try {
+      check_identity(existed);
+      if (schema_version() == kSchemaVersion) return;
+    } catch (...) {
+      close();
+      throw;
+    }
+    // An older schema: upgrade it once (this needs write access), then read.
+    close();
   }
+  open(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   try {
-    sqlite3_busy_timeout(handle_, 10000);
     check_identity(existed);
     sql::exec(handle_, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;", "configuring");
     migrate();
   } catch (...) {
-    sqlite3_close(handle_);
+    close();
     throw;
   }
 }
 
-Database::~Database() {
+void Database::open(int flags) {
+  if (sqlite3_open_v2(path_.c_str(), &handle_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    const std::string why = handle_ ? sqlite3_errmsg(handle_) : "out of memory";
+    sqlite3_close(handle_);
+    handle_ = nullptr;
+    throw std::runtime_error(fmt::format("cannot open database {}: {}", path_, why));
+  }
+  sqlite3_busy_timeout(handle_, 10000);
+  std::lock_guard lock(g_open_mutex);
+  g_open_paths.insert(canonical(path_));
+}
+
+void Database::close() {
+  if (!handle_) return;
   sqlite3_close(handle_);
+  handle_ = nullptr;
+  std::lock_guard lock(g_open_mutex);
+  if (auto it = g_open_paths.find(canonical(path_)); it != g_open_paths.end())
+    g_open_paths.erase(it);
+}
+
+Database::~Database() {
+  close();
 }
 
 int Database::schema_version() const {
   return pragma_int(handle_, "PRAGMA user_version");
+}
+
+std::string Database::store_identity() const {
+  sql::Statement s(handle_, "SELECT identity FROM store WHERE only_row = 1");
+  if (!s.step()) throw std::runtime_error(fmt::format("{} has no store identity", path_));
+  return s.text(0);
 }
 
 // Reads only: a file that is not ours must not be changed by looking at it.

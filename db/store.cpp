@@ -1,6 +1,12 @@
 // Typed queries over sweeps, runs, metrics, observations and fits.
+#include <signal.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <set>
 
 #include "db/db.h"
@@ -27,6 +33,49 @@ RunStatus parse_run_status(std::string_view name) {
       fmt::format("unknown run status '{}'; use planned, running, done, failed or diverged", name));
 }
 
+std::string RunOwner::label() const {
+  std::string out = fmt::format("{}:{}", host, pid);
+  if (!job.empty()) out += " slurm " + job;
+  return out;
+}
+
+RunOwner RunOwner::this_process(int threads) {
+  RunOwner o;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  o.host = host;
+  o.pid = getpid();
+  o.threads = threads;
+  const char* job = std::getenv("SLURM_ARRAY_JOB_ID");
+  if (!job || !*job) job = std::getenv("SLURM_JOB_ID");
+  if (job && *job) {
+    o.job = job;
+    if (const char* task = std::getenv("SLURM_ARRAY_TASK_ID"); task && *task)
+      o.job += std::string("_") + task;
+  }
+  return o;
+}
+
+bool owner_provably_dead(const std::string& host, int64_t pid) {
+  if (pid <= 0 || host.empty()) return false;
+  char here[256] = {};
+  gethostname(here, sizeof here - 1);
+  if (host != here) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  // A killed child not yet reaped by its parent still answers kill().
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+bool RunRecord::stale(double stale_after) const {
+  if (status != RunStatus::running) return false;
+  if (owner_provably_dead(owner_host, owner_pid)) return true;
+  return !heartbeat_age || *heartbeat_age > stale_after;
+}
+
 // Commits when committed, rolls back otherwise: nothing is half-written.
 class Database::Transaction {
  public:
@@ -49,7 +98,10 @@ namespace {
 constexpr const char* kRunColumns =
     "r.id, r.sweep_id, s.name, r.key, r.spec, r.compute_6n, r.compute_full, r.est_seconds, "
     "r.budget, r.status, r.worker, r.heartbeat, r.created_at, r.started_at, r.finished_at, "
-    "r.final_loss, r.wall_seconds, r.steps_done, r.error, r.source";
+    "r.final_loss, r.wall_seconds, r.steps_done, r.error, r.claim, r.owner_host, r.owner_pid, "
+    "r.owner_job, r.owner_threads, r.source, "
+    "CASE WHEN r.heartbeat = '' THEN NULL "
+    "ELSE (julianday('now') - julianday(r.heartbeat)) * 86400.0 END";
 
 RunRecord read_run(const sql::Statement& s) {
   RunRecord r;
@@ -58,6 +110,15 @@ RunRecord read_run(const sql::Statement& s) {
   r.sweep = s.text(2);
   r.key = s.text(3);
   r.plan.spec = run_spec_from_json(s.text(4));
+  // Stores planned before configs were checked may hold products that overflow;
+  // refuse them by name instead of dividing by zero later.
+  int64_t per_step = 0;
+  if (__builtin_mul_overflow(r.plan.spec.train.batch_size, r.plan.spec.shape.seq_len, &per_step) ||
+      per_step <= 0 || r.plan.spec.tokens < 0)
+    throw std::runtime_error(fmt::format(
+        "run {} of sweep '{}' has an impossible plan (batch_size {} x seq_len {}); remove the "
+        "sweep with `moescale rm sweep {}` and plan it again",
+        r.id, r.sweep, r.plan.spec.train.batch_size, r.plan.spec.shape.seq_len, r.sweep));
   r.plan.params = count_params(r.plan.spec.shape);
   r.plan.compute_6n = s.real(5);
   r.plan.compute_full = s.real(6);
@@ -73,7 +134,13 @@ RunRecord read_run(const sql::Statement& s) {
   r.wall_seconds = s.optional_real(16);
   r.steps_done = s.integer(17);
   r.error = s.text(18);
-  r.source = s.text(19);
+  r.claim_generation = s.integer(19);
+  r.owner_host = s.text(20);
+  r.owner_pid = s.integer(21);
+  r.owner_job = s.text(22);
+  r.owner_threads = static_cast<int>(s.integer(23));
+  r.source = s.text(24);
+  r.heartbeat_age = s.optional_real(25);
   return r;
 }
 
@@ -175,40 +242,88 @@ RunRecord Database::run(int64_t id) const {
   return read_run(s);
 }
 
-std::optional<RunRecord> Database::claim_run(const std::string& sweep_name,
-                                             const std::string& worker,
+std::optional<RunRecord> Database::claim_run(const std::string& sweep_name, const RunOwner& owner,
                                              std::optional<int64_t> run_id, double stale_seconds,
                                              bool retry_failed) {
   Transaction tx(handle_);
   const SweepRecord sw = sweep(sweep_name);
+  // Runs whose owner died on this host go back to planned at once, with a word why.
+  sql::Statement held(handle_,
+                      "SELECT id, owner_pid, worker FROM runs WHERE sweep_id = ?1 AND "
+                      "status = 'running' AND owner_host = ?2 AND owner_host != ''");
+  held.bind(1, sw.id).bind(2, owner.host);
+  std::vector<std::pair<int64_t, std::string>> orphaned;
+  while (held.step())
+    if (owner_provably_dead(owner.host, held.integer(1)))
+      orphaned.emplace_back(held.integer(0), held.text(2));
+  for (const auto& [id, worker] : orphaned)
+    sql::Statement(
+        handle_, "UPDATE runs SET status = 'planned', claim = claim + 1, error = ?2 WHERE id = ?1")
+        .bind(1, id)
+        .bind(2, fmt::format("taken back: its worker {} is gone", worker))
+        .run();
   sql::Statement pick(
       handle_,
       "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
       "(status = 'planned' OR (?4 AND status = 'failed') OR (status = 'running' AND "
-      " (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3)) "
+      " (heartbeat = '' OR (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3))) "
       "ORDER BY budget, n_active, experts, router, id LIMIT 1");
   pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds).bind(4, retry_failed ? 1 : 0);
-  if (!pick.step()) return std::nullopt;
+  if (!pick.step()) {
+    tx.commit();  // keep what was taken back from dead owners
+    return std::nullopt;
+  }
   const int64_t id = pick.integer(0);
-  sql::Statement(handle_, fmt::format("UPDATE runs SET status = 'running', worker = ?1, "
-                                      "heartbeat = {0}, started_at = {0}, error = '' WHERE id = ?2",
-                                      kNow)
-                              .c_str())
-      .bind(1, worker)
+  sql::Statement(handle_,
+                 fmt::format("UPDATE runs SET status = 'running', worker = ?1, heartbeat = {0}, "
+                             "started_at = {0}, error = '', claim = claim + 1, owner_host = ?3, "
+                             "owner_pid = ?4, owner_job = ?5, owner_threads = ?6 WHERE id = ?2",
+                             kNow)
+                     .c_str())
+      .bind(1, owner.label())
       .bind(2, id)
+      .bind(3, owner.host)
+      .bind(4, owner.pid)
+      .bind(5, owner.job)
+      .bind(6, owner.threads)
       .run();
   RunRecord claimed = run(id);
   tx.commit();
   return claimed;
 }
 
-void Database::record_metric(const MetricRecord& m) {
+// Inside a transaction: refreshes the heartbeat if the claim still holds, else throws.
+void Database::check_claim(const Claim& claim, std::optional<int64_t> steps_done) {
+  sql::Statement(handle_,
+                 fmt::format("UPDATE runs SET heartbeat = {}, steps_done = max(steps_done, "
+                             "coalesce(?3, steps_done)) WHERE id = ?1 AND claim = ?2 AND "
+                             "status = 'running'",
+                             kNow)
+                     .c_str())
+      .bind(1, claim.run_id)
+      .bind(2, claim.generation)
+      .bind(3, steps_done)
+      .run();
+  if (sqlite3_changes(handle_) > 0) return;
+  std::string who = "it is no longer running";
+  sql::Statement s(handle_, "SELECT status, worker, claim FROM runs WHERE id = ?1");
+  s.bind(1, claim.run_id);
+  if (!s.step()) throw LostClaim(fmt::format("run {} is gone from {}", claim.run_id, path_));
+  if (s.integer(2) != claim.generation)
+    who =
+        fmt::format("it was claimed again by {}", s.text(1).empty() ? "another worker" : s.text(1));
+  throw LostClaim(fmt::format("run {} is no longer ours ({}, status {}); nothing was written",
+                              claim.run_id, who, s.text(0)));
+}
+
+void Database::record_metric(const Claim& claim, const MetricRecord& m) {
   Transaction tx(handle_);
+  check_claim(claim, m.step);
   sql::Statement(handle_,
                  "INSERT OR REPLACE INTO metrics(run_id, step, split, tokens, loss, lr, "
                  "aux_loss, tokens_per_s, bits_per_byte, elapsed_s, expert_load) "
                  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
-      .bind(1, m.run_id)
+      .bind(1, claim.run_id)
       .bind(2, m.step)
       .bind(3, m.split)
       .bind(4, m.tokens)
@@ -220,26 +335,25 @@ void Database::record_metric(const MetricRecord& m) {
       .bind(10, m.elapsed_s)
       .bind(11, m.expert_load)
       .run();
-  sql::Statement(
-      handle_,
-      fmt::format("UPDATE runs SET heartbeat = {}, steps_done = max(steps_done, ?2) WHERE id = ?1",
-                  kNow)
-          .c_str())
-      .bind(1, m.run_id)
-      .bind(2, m.step)
-      .run();
   tx.commit();
 }
 
-void Database::finish_run(int64_t run_id, RunStatus status, std::optional<double> final_loss,
+void Database::heartbeat(const Claim& claim) {
+  Transaction tx(handle_);
+  check_claim(claim, std::nullopt);
+  tx.commit();
+}
+
+void Database::finish_run(const Claim& claim, RunStatus status, std::optional<double> final_loss,
                           double wall_seconds, int64_t steps_done, const std::string& error) {
   Transaction tx(handle_);
+  check_claim(claim, std::nullopt);
   sql::Statement(handle_,
                  fmt::format("UPDATE runs SET status = ?2, final_loss = ?3, wall_seconds = ?4, "
                              "steps_done = ?5, error = ?6, finished_at = {} WHERE id = ?1",
                              kNow)
                      .c_str())
-      .bind(1, run_id)
+      .bind(1, claim.run_id)
       .bind(2, to_string(status))
       .bind(3, final_loss)
       .bind(4, wall_seconds)
@@ -249,12 +363,15 @@ void Database::finish_run(int64_t run_id, RunStatus status, std::optional<double
   tx.commit();
 }
 
-void Database::release_run(int64_t run_id, int64_t steps_done) {
+void Database::release_run(const Claim& claim, int64_t steps_done, const std::string& error) {
   Transaction tx(handle_);
+  check_claim(claim, std::nullopt);
   sql::Statement(handle_,
-                 "UPDATE runs SET status = 'planned', worker = '', steps_done = ?2 WHERE id = ?1")
-      .bind(1, run_id)
+                 "UPDATE runs SET status = 'planned', worker = '', owner_host = '', owner_pid = 0, "
+                 "owner_job = '', owner_threads = 0, steps_done = ?2, error = ?3 WHERE id = ?1")
+      .bind(1, claim.run_id)
       .bind(2, steps_done)
+      .bind(3, error)
       .run();
   tx.commit();
 }
@@ -278,6 +395,20 @@ void Database::record_simulated(const std::string& sweep_name,
           "run {} is not a planned run of sweep '{}'; nothing was recorded", id, sweep_name));
   }
   tx.commit();
+}
+
+Database::HostWorkers Database::active_workers(const std::string& host, int64_t except_pid) const {
+  sql::Statement s(handle_,
+                   "SELECT owner_pid, max(owner_threads) FROM runs WHERE status = 'running' AND "
+                   "owner_host = ?1 AND owner_pid != ?2 GROUP BY owner_pid");
+  s.bind(1, host).bind(2, except_pid);
+  HostWorkers w;
+  while (s.step()) {
+    if (owner_provably_dead(host, s.integer(0))) continue;
+    ++w.processes;
+    w.threads += static_cast<int>(s.integer(1));
+  }
+  return w;
 }
 
 std::vector<MetricRecord> Database::metrics(int64_t run_id, const std::string& split) const {
@@ -305,33 +436,90 @@ std::vector<MetricRecord> Database::metrics(int64_t run_id, const std::string& s
   return out;
 }
 
-int64_t Database::import_observations(const std::string& sweep_name, const std::string& source,
-                                      const std::vector<ObservationRecord>& rows) {
+namespace {
+// The values of a row, not its label: the same data imported from another path is
+// still the same data.
+std::string row_hash(const ObservationRecord& o) {
+  const std::string text =
+      fmt::format("{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g}", o.n_active, o.n_total,
+                  o.tokens, o.experts, o.top_k, o.granularity, o.loss);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
+}
+}  // namespace
+
+Database::ImportSaved Database::import_observations(const std::string& sweep_name,
+                                                    const std::string& source,
+                                                    const std::vector<ObservationRecord>& rows,
+                                                    bool append) {
   Transaction tx(handle_);
-  int64_t sweep_id = 0;
+  ImportSaved saved;
   if (auto existing = find_sweep(sweep_name)) {
     if (existing->kind != "imported")
       throw std::runtime_error(
           fmt::format("sweep '{}' is a planned sweep; import into another sweep name", sweep_name));
-    sweep_id = existing->id;
+    saved.sweep_id = existing->id;
   } else {
     sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'imported', '')")
         .bind(1, sweep_name)
         .run();
-    sweep_id = sqlite3_last_insert_rowid(handle_);
+    saved.sweep_id = sqlite3_last_insert_rowid(handle_);
   }
+  sql::Statement seen(
+      handle_,
+      "SELECT source, label FROM observations WHERE sweep_id = ?1 AND row_hash = ?2 "
+      "LIMIT 1");
   sql::Statement insert(handle_,
                         "INSERT INTO observations(sweep_id, n_active, n_total, tokens, experts, "
-                        "top_k, granularity, loss, label, source) "
-                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+                        "top_k, granularity, loss, label, source, row_hash) "
+                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
   for (const ObservationRecord& o : rows) {
-    insert.bind(1, sweep_id).bind(2, o.n_active).bind(3, o.n_total).bind(4, o.tokens);
+    const std::string hash = row_hash(o);
+    seen.bind(1, saved.sweep_id).bind(2, hash);
+    if (seen.step()) {
+      if (!append)
+        throw std::runtime_error(fmt::format(
+            "{} is already in sweep '{}' (as {} of {}); nothing was imported. Importing the same "
+            "rows twice would count them twice: pass --append to add them anyway, or import into "
+            "another sweep",
+            o.label, sweep_name, seen.text(1), seen.text(0)));
+      ++saved.already_there;
+    }
+    seen.run();  // reset for the next row
+    insert.bind(1, saved.sweep_id).bind(2, o.n_active).bind(3, o.n_total).bind(4, o.tokens);
     insert.bind(5, o.experts).bind(6, o.top_k).bind(7, o.granularity).bind(8, o.loss);
-    insert.bind(9, o.label).bind(10, source);
+    insert.bind(9, o.label).bind(10, source).bind(11, hash);
     insert.run();
+    ++saved.added;
   }
   tx.commit();
-  return sweep_id;
+  return saved;
+}
+
+Database::SweepRemoved Database::remove_sweep(const std::string& name) {
+  Transaction tx(handle_);
+  const SweepRecord sw = sweep(name);
+  SweepRemoved removed;
+  auto count = [&](const char* table) {
+    sql::Statement s(handle_,
+                     fmt::format("SELECT count(*) FROM {} WHERE sweep_id = ?1", table).c_str());
+    s.bind(1, sw.id);
+    return s.step() ? static_cast<int>(s.integer(0)) : 0;
+  };
+  removed.runs = count("runs");
+  removed.observations = count("observations");
+  removed.fits = count("fits");
+  sql::Statement(handle_, "DELETE FROM sweeps WHERE id = ?1").bind(1, sw.id).run();
+  tx.commit();
+  return removed;
+}
+
+void Database::remove_fit(int64_t id) {
+  Transaction tx(handle_);
+  fit(id);  // a clear error for an unknown id
+  sql::Statement(handle_, "DELETE FROM fits WHERE id = ?1").bind(1, id).run();
+  tx.commit();
 }
 
 std::vector<ObservationRecord> Database::observations(const std::string& sweep_name) const {

@@ -15,6 +15,18 @@
 namespace moescale::fitting {
 namespace {
 
+// Error messages quote at most this much of a field: a 10 MB cell must not
+// become a 10 MB error line.
+constexpr std::size_t kShownChars = 40;
+// Larger inputs are refused rather than read whole (a CSV of runs is small;
+// /dev/zero is not a CSV).
+constexpr std::size_t kMaxCsvBytes = std::size_t{256} << 20;
+
+std::string shown(std::string_view text) {
+  if (text.size() <= kShownChars) return std::string(text);
+  return fmt::format("{}... ({} characters)", text.substr(0, kShownChars), text.size());
+}
+
 struct Record {
   int line = 0;  // where the record starts, 1-based
   std::vector<std::string> fields;
@@ -55,7 +67,7 @@ std::vector<Record> parse_csv(std::string_view text, const std::string& source) 
       end_field();
     } else if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') {
       continue;
-    } else if (c == '\n') {
+    } else if (c == '\n' || c == '\r') {  // LF, CRLF, or a bare CR (old Mac files)
       ++line;
       end_record();
     } else {
@@ -99,12 +111,13 @@ double parse_value(const std::string& raw, std::string_view key, const std::stri
   double v = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (text.empty() || ec == std::errc::invalid_argument || end != text.data() + text.size())
-    throw std::invalid_argument(fmt::format("{}: {} \"{}\" is not a number", where, key, raw));
-  if (ec == std::errc::result_out_of_range || !std::isfinite(v))
-    throw std::invalid_argument(fmt::format("{}: {} \"{}\" is not finite", where, key, raw));
-  if (!(v > 0))
     throw std::invalid_argument(
-        fmt::format("{}: {} is {}, but must be positive; drop or fix the row", where, key, raw));
+        fmt::format("{}: {} \"{}\" is not a number", where, key, shown(raw)));
+  if (ec == std::errc::result_out_of_range || !std::isfinite(v))
+    throw std::invalid_argument(fmt::format("{}: {} \"{}\" is not finite", where, key, shown(raw)));
+  if (!(v > 0))
+    throw std::invalid_argument(fmt::format(
+        "{}: {} is {}, but must be positive; drop or fix the row", where, key, shown(raw)));
   return v;
 }
 
@@ -113,19 +126,26 @@ double parse_value(const std::string& raw, std::string_view key, const std::stri
 std::vector<Observation> parse_observations_csv(std::string_view text, const ColumnMapping& mapping,
                                                 const std::string& source) {
   check_mapping(mapping);
+  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a UTF-8 byte-order mark
+  if (text.find('\0') != std::string_view::npos)
+    throw std::invalid_argument(fmt::format(
+        "{}: holds NUL bytes, so it is not a CSV text file; export the runs as CSV", source));
   const std::vector<Record> records = parse_csv(text, source);
   if (records.empty()) throw std::invalid_argument(fmt::format("{}: no header row", source));
   const auto& header = records[0].fields;
   std::map<std::string, std::size_t> index;
   for (const auto& [key, name] : mapping) {
+    const std::string& column = name;  // clang before 16 cannot capture a structured binding
     const auto it = std::find_if(header.begin(), header.end(),
-                                 [&](const std::string& h) { return trim(h) == trim(name); });
+                                 [&](const std::string& h) { return trim(h) == trim(column); });
     if (it == header.end()) {
       std::string have;
-      for (const auto& h : header) have += (have.empty() ? "\"" : ", \"") + h + "\"";
+      for (std::size_t i = 0; i < header.size() && i < 20; ++i)
+        have += (have.empty() ? "\"" : ", \"") + shown(header[i]) + "\"";
+      if (header.size() > 20) have += fmt::format(" and {} more", header.size() - 20);
       throw std::invalid_argument(
           fmt::format("{}: column \"{}\" (mapped to {}) is not in the header; columns are: {}",
-                      source, name, key, have));
+                      source, shown(name), key, have));
     }
     index[key] = static_cast<std::size_t>(it - header.begin());
   }
@@ -145,6 +165,9 @@ std::vector<Observation> parse_observations_csv(std::string_view text, const Col
     o.n_active = get("N", 0);
     o.n_total = get("NT", o.n_active);
     o.tokens = index.count("D") ? get("D", 0) : tokens_for_compute(get("C", 0), o.n_active);
+    if (!std::isfinite(o.tokens) || !(o.tokens > 0))
+      throw std::invalid_argument(fmt::format(
+          "{}: D = C / (6 N) is {:g}, which no law can use; drop or fix the row", where, o.tokens));
     o.experts = get("E", 1);
     o.top_k = get("K", 1);
     o.granularity = get("G", 1);
@@ -159,9 +182,21 @@ std::vector<Observation> read_observations_csv(const std::string& path,
                                                const ColumnMapping& mapping) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::invalid_argument(fmt::format("{}: cannot open the file", path));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return parse_observations_csv(buf.str(), mapping, path);
+  // Read in chunks with a cap: a device or a huge file must not exhaust memory.
+  std::string text;
+  std::string chunk(std::size_t{1} << 20, '\0');
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    const auto got = static_cast<std::size_t>(in.gcount());
+    if (std::string_view(chunk.data(), got).find('\0') != std::string_view::npos)
+      throw std::invalid_argument(fmt::format(
+          "{}: holds NUL bytes, so it is not a CSV text file; export the runs as CSV", path));
+    if (text.size() + got > kMaxCsvBytes)
+      throw std::invalid_argument(
+          fmt::format("{}: larger than {} MiB, the most an import reads; split the file", path,
+                      kMaxCsvBytes >> 20));
+    text.append(chunk.data(), got);
+  }
+  return parse_observations_csv(text, mapping, path);
 }
 
 std::vector<Observation> exclude_top_loss(std::vector<Observation> observations, std::size_t k) {

@@ -4,7 +4,10 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -13,6 +16,43 @@
 
 namespace moescale {
 namespace {
+
+// Limits that keep every count the planner and trainer multiply inside int64 and
+// every plan quick to make. Each error names its limit.
+constexpr double kMaxNumber = 1e30;
+constexpr int64_t kMaxInteger = int64_t{1} << 40;
+constexpr size_t kMaxListLength = 1000;
+constexpr double kMaxBudget = 1e30;   // FLOPs
+constexpr double kMaxSize = 1e15;     // parameters
+constexpr double kMaxTokens = 1e18;   // per run, fits int64 with room
+constexpr int64_t kMaxPoints = 1000;  // points_per_budget
+constexpr int64_t kMaxReplicates = 100;
+constexpr int64_t kMaxExperts = 1 << 16;
+constexpr int64_t kMaxVocab = 1 << 24;
+constexpr int64_t kMaxSeqLen = 1 << 24;
+constexpr int64_t kMaxBatch = 1 << 24;
+constexpr int64_t kMaxTokensPerStep = int64_t{1} << 30;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxKvGroup = 512;  // the shape search tries up to 512 heads
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxRouterDim = 1 << 16;
+constexpr int64_t kMaxFfnMultiple = 1 << 16;
+constexpr size_t kMaxSweepName = 100;
+
+// Sweep names become checkpoint folder names: nothing that could leave the folder.
+void check_sweep_name(const std::string& name, const std::function<void(std::string)>& fail) {
+  if (name.empty()) fail("is required (a name for this sweep)");
+  if (name.size() > kMaxSweepName)
+    fail(fmt::format("is {} characters; at most {}", name.size(), kMaxSweepName));
+  const bool safe = std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+  if (!safe || name.front() == '.')
+    fail(
+        fmt::format("\"{}\" may use only letters, digits, '-', '_' and '.' (not first), so that "
+                    "it is a safe folder name",
+                    name));
+}
 
 class Section {
  public:
@@ -38,17 +78,19 @@ class Section {
     return table_ ? table_->get(key) : nullptr;
   }
 
-  void number(const std::string& key, double& out, bool positive = true) {
+  void number(const std::string& key, double& out, bool positive = true, double max = kMaxNumber) {
     if (const toml::node* n = find(key)) out = as_number(key, *n);
     if (positive && !(out > 0)) fail(key, fmt::format("must be positive (got {})", out));
+    if (out > max) fail(key, fmt::format("must be at most {:g} (got {:g})", max, out));
   }
 
-  void integer(const std::string& key, int64_t& out, int64_t min = 1) {
+  void integer(const std::string& key, int64_t& out, int64_t min = 1, int64_t max = kMaxInteger) {
     if (const toml::node* n = find(key)) {
       if (!n->is_integer()) fail(key, "expected an integer");
       out = n->value<int64_t>().value();
     }
     if (out < min) fail(key, fmt::format("must be at least {} (got {})", min, out));
+    if (out > max) fail(key, fmt::format("must be at most {} (got {})", max, out));
   }
 
   void boolean(const std::string& key, bool& out) {
@@ -65,28 +107,36 @@ class Section {
     }
   }
 
-  void numbers(const std::string& key, std::vector<double>& out) {
+  void numbers(const std::string& key, std::vector<double>& out, double max = kMaxNumber) {
     const toml::node* n = find(key);
     if (!n) return;
     const toml::array* a = n->as_array();
     if (!a || a->empty()) fail(key, "expected a non-empty array of numbers");
+    if (a->size() > kMaxListLength)
+      fail(key, fmt::format("at most {} values (got {})", kMaxListLength, a->size()));
     out.clear();
     for (const toml::node& e : *a) {
       const double v = as_number(key, e);
       if (!(v > 0)) fail(key, fmt::format("values must be positive (got {})", v));
+      if (v > max) fail(key, fmt::format("values must be at most {:g} (got {:g})", max, v));
       out.push_back(v);
     }
   }
 
-  void integers(const std::string& key, std::vector<int64_t>& out) {
+  void integers(const std::string& key, std::vector<int64_t>& out, int64_t max) {
     const toml::node* n = find(key);
     if (!n) return;
     const toml::array* a = n->as_array();
     if (!a || a->empty()) fail(key, "expected a non-empty array of integers");
+    if (a->size() > kMaxListLength)
+      fail(key, fmt::format("at most {} values (got {})", kMaxListLength, a->size()));
     out.clear();
     for (const toml::node& e : *a) {
       if (!e.is_integer() || e.value<int64_t>().value() < 1)
         fail(key, "values must be positive integers");
+      if (e.value<int64_t>().value() > max)
+        fail(key,
+             fmt::format("values must be at most {} (got {})", max, e.value<int64_t>().value()));
       out.push_back(e.value<int64_t>().value());
     }
   }
@@ -106,7 +156,9 @@ class Section {
  private:
   double as_number(const std::string& key, const toml::node& n) const {
     if (!n.is_number()) fail(key, "expected a number");
-    return n.value<double>().value();
+    const double v = n.value<double>().value();
+    if (!std::isfinite(v)) fail(key, fmt::format("must be a finite number (got {})", v));
+    return v;
   }
 
   const toml::table* table_;
@@ -116,7 +168,7 @@ class Section {
 
 void read_sweep(Section& s, SweepConfig& c) {
   s.string("name", c.name);
-  if (c.name.empty()) s.fail("name", "is required (a name for this sweep)");
+  check_sweep_name(c.name, [&](const std::string& why) { s.fail("name", why); });
   std::string design = "isoflop";
   s.string("design", design);
   if (design == "isoflop")
@@ -125,19 +177,19 @@ void read_sweep(Section& s, SweepConfig& c) {
     c.design = Design::grid;
   else
     s.fail("design", fmt::format("'{}' is not a design; use isoflop or grid", design));
-  s.numbers("budgets", c.budgets);
-  s.integer("points_per_budget", c.points_per_budget, 1);
-  s.number("span", c.span);
+  s.numbers("budgets", c.budgets, kMaxBudget);
+  s.integer("points_per_budget", c.points_per_budget, 1, kMaxPoints);
+  s.number("span", c.span, true, 1e6);
   if (c.span < 1) s.fail("span", "must be at least 1");
-  s.number("tokens_per_param", c.tokens_per_param);
-  s.integer("replicates", c.replicates, 1);
-  s.numbers("replicate_budgets", c.replicate_budgets);
+  s.number("tokens_per_param", c.tokens_per_param, true, 1e9);
+  s.integer("replicates", c.replicates, 1, kMaxReplicates);
+  s.numbers("replicate_budgets", c.replicate_budgets, kMaxBudget);
   for (double b : c.replicate_budgets)
     if (std::find(c.budgets.begin(), c.budgets.end(), b) == c.budgets.end())
       s.fail("replicate_budgets", fmt::format("{:g} is not one of the budgets", b));
-  s.numbers("sizes", c.sizes);
-  s.numbers("tokens", c.token_counts);
-  s.integers("experts", c.experts);
+  s.numbers("sizes", c.sizes, kMaxSize);
+  s.numbers("tokens", c.token_counts, kMaxTokens);
+  s.integers("experts", c.experts, kMaxExperts);
   std::vector<std::string> routers;
   s.strings("routers", routers);
   if (!routers.empty()) {
@@ -156,35 +208,49 @@ void read_sweep(Section& s, SweepConfig& c) {
     s.fail("budgets", "an isoflop sweep needs budgets (training FLOPs, 6·N·D)");
   if (c.design == Design::grid && (c.sizes.empty() || c.token_counts.empty()))
     s.fail(c.sizes.empty() ? "sizes" : "tokens", "a grid sweep needs sizes and tokens");
+  const bool routed =
+      std::any_of(c.routers.begin(), c.routers.end(), [](Router r) { return r != Router::dense; });
+  for (int64_t e : c.experts)
+    if (e > 1 && !routed)
+      s.fail("routers", fmt::format("experts = {} needs a router that routes (topk, rmoe or hash); "
+                                    "\"dense\" alone plans no run with experts",
+                                    e));
 }
 
 void read_model(Section& s, SweepConfig& c) {
   ModelShape& m = c.base;
-  s.integer("vocab", m.vocab);
-  s.integer("seq_len", m.seq_len);
-  s.integer("top_k", m.top_k);
-  s.integer("moe_every", m.moe_every);
-  s.integer("router_dim", m.router_dim);
+  s.integer("vocab", m.vocab, 1, kMaxVocab);
+  s.integer("seq_len", m.seq_len, 1, kMaxSeqLen);
+  s.integer("top_k", m.top_k, 1, kMaxExperts);
+  s.integer("moe_every", m.moe_every, 1, kMaxLayers);
+  s.integer("router_dim", m.router_dim, 1, kMaxRouterDim);
   s.boolean("tied_embeddings", m.tied_embeddings);
   if (s.find("renormalize")) {
     bool renormalize = false;
     s.boolean("renormalize", renormalize);
     m.renormalize = renormalize;
   }
-  s.number("aspect_ratio", c.rules.aspect_ratio);
-  s.integer("head_dim", c.rules.head_dim);
-  s.integer("kv_group", c.rules.kv_group);
-  s.integer("ffn_multiple", c.rules.ffn_multiple);
-  s.integer("min_layers", c.rules.min_layers);
-  s.integer("max_layers", c.rules.max_layers);
+  s.number("aspect_ratio", c.rules.aspect_ratio, true, 1e6);
+  s.integer("head_dim", c.rules.head_dim, 1, kMaxHeadDim);
+  s.integer("kv_group", c.rules.kv_group, 1, kMaxKvGroup);
+  s.integer("ffn_multiple", c.rules.ffn_multiple, 1, kMaxFfnMultiple);
+  s.integer("min_layers", c.rules.min_layers, 1, kMaxLayers);
+  s.integer("max_layers", c.rules.max_layers, 1, kMaxLayers);
+  if (c.rules.min_layers > c.rules.max_layers)
+    s.fail("min_layers", fmt::format("min_layers = {} exceeds max_layers = {}", c.rules.min_layers,
+                                     c.rules.max_layers));
+  if (m.moe_every > c.rules.max_layers)
+    s.fail("moe_every", fmt::format("moe_every = {} exceeds max_layers = {}: no layer could be an "
+                                    "MoE layer",
+                                    m.moe_every, c.rules.max_layers));
   for (int64_t e : c.experts)
     if (e > 1 && m.top_k > e)
       s.fail("top_k", fmt::format("top_k = {} exceeds experts = {}", m.top_k, e));
 }
 
 void read_train(Section& s, TrainSettings& t) {
-  s.integer("batch_size", t.batch_size);
-  s.number("lr", t.lr);
+  s.integer("batch_size", t.batch_size, 1, kMaxBatch);
+  s.number("lr", t.lr, true, 1e3);
   s.number("min_lr_ratio", t.min_lr_ratio, false);
   s.number("warmup_fraction", t.warmup_fraction, false);
   s.number("weight_decay", t.weight_decay, false);
@@ -192,7 +258,7 @@ void read_train(Section& s, TrainSettings& t) {
   s.number("aux_loss_weight", t.aux_loss_weight, false);
   s.number("z_loss_weight", t.z_loss_weight, false);
   s.integer("eval_interval", t.eval_interval, 0);
-  s.integer("eval_batches", t.eval_batches);
+  s.integer("eval_batches", t.eval_batches, 1, 1 << 20);
   s.integer("log_interval", t.log_interval);
   s.integer("checkpoint_interval", t.checkpoint_interval, 0);
   int64_t seed = static_cast<int64_t>(t.seed);
@@ -234,6 +300,13 @@ SweepConfig parse_sweep_config(std::string_view text, const std::string& source)
   read_sweep(sweep, c);
   read_model(model, c);
   read_train(train, c.train);
+  // Checked here so that no later product of config integers can overflow.
+  int64_t per_step = 0;
+  if (__builtin_mul_overflow(c.train.batch_size, c.base.seq_len, &per_step) ||
+      per_step > kMaxTokensPerStep)
+    train.fail("batch_size", fmt::format("batch_size = {} times seq_len = {} is over the limit of "
+                                         "{} tokens per step",
+                                         c.train.batch_size, c.base.seq_len, kMaxTokensPerStep));
   data.string("dir", c.data_dir);
   device.number("flops", c.device_flops);
   for (Section* s : {&sweep, &model, &train, &data, &device}) s->reject_unknown();

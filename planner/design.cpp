@@ -11,10 +11,39 @@
 namespace moescale {
 namespace {
 
+// Limits that keep a plan quick to make and its counts inside int64.
+constexpr size_t kMaxPlannedPoints = 20000;
+constexpr double kMaxRunTokens = 1e18;
+
 // Whole steps only: the trainer cannot train a fraction of a batch.
-int64_t snap_tokens(double tokens, const ModelShape& shape, const TrainSettings& train) {
+int64_t snap_tokens(double tokens, const ModelShape& shape, const TrainSettings& train,
+                    const SweepConfig& c) {
   const double per_step = static_cast<double>(train.tokens_per_step(shape.seq_len));
-  return static_cast<int64_t>(std::max(1.0, std::round(tokens / per_step)) * per_step);
+  const double snapped = std::max(1.0, std::round(tokens / per_step)) * per_step;
+  if (!(snapped <= kMaxRunTokens))
+    throw std::invalid_argument(fmt::format(
+        "sweep '{}' in {}: a run of {} active parameters would train on {:.3g} tokens, over the "
+        "limit of {:.0e}; lower the budgets or tokens",
+        c.name, c.source_path, count_params(shape).active, snapped, kMaxRunTokens));
+  return static_cast<int64_t>(snapped);
+}
+
+// shape_for_active_params falls back to a default model when no shape fits the
+// rules; that must be an error, not a dense model in place of the one asked for.
+ModelShape snapped_shape(double target, const ModelShape& base, const SweepConfig& c) {
+  const ModelShape shape = shape_for_active_params(target, base, c.rules);
+  const bool fits = shape.experts == base.experts && shape.router == base.router &&
+                    shape.head_dim == c.rules.head_dim &&
+                    shape.n_heads == shape.n_kv_heads * c.rules.kv_group &&
+                    shape.n_layers >= c.rules.min_layers && shape.n_layers <= c.rules.max_layers &&
+                    (base.experts == 1 || shape.moe_layers() > 0);
+  if (!fits)
+    throw std::invalid_argument(fmt::format(
+        "sweep '{}' in {}: no model shape with {} experts fits the [model] rules (head_dim {}, "
+        "kv_group {}, layers {}..{}, moe_every {}); loosen them",
+        c.name, c.source_path, base.experts, c.rules.head_dim, c.rules.kv_group, c.rules.min_layers,
+        c.rules.max_layers, base.moe_every));
+  return shape;
 }
 
 // One base shape per (experts, router); E = 1 is the dense baseline, once.
@@ -59,7 +88,25 @@ std::set<double> replicated_budgets(const SweepConfig& c) {
 
 }  // namespace
 
+// A bound on the parameter count in floating point, so that shapes whose counts
+// would overflow int64 are refused before count_params multiplies them.
+double parameter_bound(const ModelShape& s) {
+  const double d = static_cast<double>(s.d_model),
+               width = static_cast<double>(s.n_heads) * s.head_dim;
+  const double ffn = s.ffn_hidden > 0 ? static_cast<double>(s.ffn_hidden) : 3.0 * d;
+  const double layer = 4.0 * d * width + 3.0 * d * ffn * static_cast<double>(s.experts) +
+                       d * (static_cast<double>(s.experts) + static_cast<double>(s.router_dim)) +
+                       6.0 * static_cast<double>(s.router_dim) * static_cast<double>(s.router_dim);
+  return static_cast<double>(s.n_layers) * layer + 2.0 * static_cast<double>(s.vocab) * d;
+}
+
 PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
+  constexpr double kMaxParams = 1e18;
+  if (!(parameter_bound(spec.shape.resolved()) < kMaxParams))
+    throw std::invalid_argument(
+        fmt::format("a model of d_model {}, {} layers and {} experts would have more than {:.0e} "
+                    "parameters; choose a smaller shape",
+                    spec.shape.d_model, spec.shape.n_layers, spec.shape.experts, kMaxParams));
   PlannedRun p;
   p.spec = spec;
   p.spec.shape = spec.shape.resolved();
@@ -75,11 +122,20 @@ PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
 std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   std::vector<PlannedRun> runs;
   std::set<std::string> keys;
+  const size_t points = routed_bases(c).size() * (c.design == Design::isoflop
+                                                      ? c.budgets.size() * c.points_per_budget
+                                                      : c.sizes.size() * c.token_counts.size()) *
+                        static_cast<size_t>(std::max<int64_t>(1, c.replicates));
+  if (points > kMaxPlannedPoints)
+    throw std::invalid_argument(fmt::format(
+        "sweep '{}' in {} asks for {} runs, over the limit of {}; use fewer budgets, points, "
+        "sizes, tokens, experts, routers or replicates",
+        c.name, c.source_path, points, kMaxPlannedPoints));
   const std::set<double> replicated = replicated_budgets(c);
   auto add = [&](const ModelShape& shape, double tokens, double budget) {
     const bool replicate = c.design == Design::grid || replicated.count(budget) > 0;
     for (int64_t r = 0; r < (replicate ? c.replicates : 1); ++r) {
-      RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train), c.data_dir};
+      RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train, c), c.data_dir};
       spec.train.seed = c.train.seed + static_cast<uint64_t>(r);  // a new key per seed
       if (!keys.insert(spec.key()).second) continue;
       runs.push_back(plan_run(spec, c.device_flops, budget));
@@ -90,15 +146,18 @@ std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
     if (c.design == Design::isoflop) {
       for (double budget : c.budgets)
         for (double n : isoflop_sizes(c, budget)) {
-          const ModelShape shape = shape_for_active_params(n, base, c.rules);
+          const ModelShape shape = snapped_shape(n, base, c);
           const double active = static_cast<double>(count_params(shape).active);
           add(shape, tokens_for_compute(budget, active), budget);
         }
     } else {
       for (double n : c.sizes)
-        for (double d : c.token_counts) add(shape_for_active_params(n, base, c.rules), d, 0);
+        for (double d : c.token_counts) add(snapped_shape(n, base, c), d, 0);
     }
   }
+  if (runs.empty())
+    throw std::invalid_argument(fmt::format(
+        "sweep '{}' in {} plans no runs; check experts and routers", c.name, c.source_path));
   double total = 0;
   for (const PlannedRun& r : runs) total += r.compute_6n;
   if (c.max_total_compute > 0 && total > c.max_total_compute)

@@ -315,6 +315,18 @@ void check_markov(const MarkovOptions& o) {
   if (std::pow(static_cast<double>(o.vocab), static_cast<double>(o.order)) > 4e6)
     throw std::invalid_argument("markov vocab^order exceeds 4e6 contexts: lower order or vocab");
   if (o.tokens < 2) throw std::invalid_argument("markov tokens must be at least 2");
+  // The chain holds contexts x branching successors (12 bytes each) in memory, and
+  // the sample 2 bytes a token: refuse what would not fit rather than fail in new.
+  const double transitions =
+      std::pow(static_cast<double>(o.vocab), static_cast<double>(o.order)) * o.branching;
+  if (transitions > 5e7)
+    throw std::invalid_argument(fmt::format(
+        "markov vocab^order x branching = {:.3g} transitions, over the limit of 5e7 (600 MB); "
+        "lower branching, order or vocab",
+        transitions));
+  if (o.tokens > 4'000'000'000)
+    throw std::invalid_argument(fmt::format(
+        "markov tokens = {} is over the limit of 4e9 (8 GB in memory); sample fewer", o.tokens));
 }
 
 int64_t context_after(int64_t ctx, int64_t token, const MarkovChain& c) {

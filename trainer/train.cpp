@@ -1,6 +1,7 @@
 // The training loop: schedule, evaluation, checkpoints, divergence and stop handling.
 #include <fmt/format.h>
 #include <malloc.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -259,6 +260,8 @@ class Trainer {
   double prior_elapsed_ = 0, last_val_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_train_loss_ = std::numeric_limits<double>::quiet_NaN();
   Clock::time_point start_ = Clock::now();
+  int64_t resumed_from_ = 0;
+  std::vector<std::string> notes_;
 };
 
 std::string data_file(const RunSpec& spec, const char* name) {
@@ -331,10 +334,20 @@ void Trainer::save_checkpoint(int64_t step, double elapsed) {
   archive.write("step", c10::IValue(step));  // also the data position: batches depend on it
   archive.write("elapsed", c10::IValue(elapsed));
   archive.write("run_key", c10::IValue(spec_.key()));
+  archive.write("identity", c10::IValue(options_.identity));
   const fs::path path = fs::path(options_.checkpoint_dir) / kCheckpointFile;
-  const fs::path tmp = path.string() + ".tmp";
-  archive.save_to(tmp.string());
-  fs::rename(tmp, path);
+  // A name no other process or save can share: two writers never rename each
+  // other's half-written file.
+  static std::atomic<int64_t> saves{0};
+  const fs::path tmp = fmt::format("{}.tmp.{}.{}", path.string(), ::getpid(), saves++);
+  try {
+    archive.save_to(tmp.string());
+    fs::rename(tmp, path);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw;
+  }
   sink_.checkpoint(step);
 }
 
@@ -344,7 +357,17 @@ int64_t Trainer::load_checkpoint() {
   if (!fs::exists(path)) return 0;
   torch::serialize::InputArchive archive, model_archive, optim_archive;
   archive.load_from(path.string(), device_);
-  c10::IValue key, step, elapsed;
+  c10::IValue key, step, elapsed, identity;
+  if (!options_.identity.empty()) {
+    const bool has = archive.try_read("identity", identity) && identity.isString();
+    if (!has || identity.toStringRef() != options_.identity) {
+      notes_.push_back(fmt::format(
+          "ignored {}: it was written for another store, run, spec or data set ({}); trained "
+          "from step 0",
+          path.string(), has ? identity.toStringRef() : "no identity"));
+      return 0;
+    }
+  }
   archive.read("run_key", key);
   if (key.toStringRef() != spec_.key())
     throw std::runtime_error(
@@ -358,6 +381,7 @@ int64_t Trainer::load_checkpoint() {
   archive.read("elapsed", elapsed);
   prior_elapsed_ = elapsed.toDouble();
   train_data_.set_position(step.toInt());
+  resumed_from_ = step.toInt();
   return step.toInt();
 }
 
@@ -370,6 +394,8 @@ TrainResult Trainer::finish(TrainOutcome outcome, int64_t step, std::string mess
   r.final_train_loss = last_train_loss_;
   r.wall_seconds = prior_elapsed_ + seconds_since(start_);
   r.message = std::move(message);
+  r.resumed_from = resumed_from_;
+  r.notes = notes_;
   return r;
 }
 
@@ -459,6 +485,31 @@ TrainResult Trainer::run() {
 
 std::string resolve_device(const std::string& name) {
   return select_device(name).str();
+}
+
+double measure_sgemm_flops(const std::string& device_name, int threads, double seconds) {
+  const torch::Device device = select_device(device_name);
+  if (device.is_cpu())
+    torch::set_num_threads(threads > 0 ? threads
+                                       : static_cast<int>(std::thread::hardware_concurrency()));
+  const int64_t n = device.is_cpu() ? 1024 : 4096;
+  torch::NoGradGuard no_grad;
+  const auto a = torch::randn({n, n}, torch::TensorOptions().device(device));
+  const auto b = torch::randn({n, n}, torch::TensorOptions().device(device));
+  auto c = torch::mm(a, b);  // warm-up: thread pool, allocator, kernel selection
+  auto sync = [&] {
+    c.sum().item<float>();  // waits for the device
+  };
+  sync();
+  const auto t0 = Clock::now();
+  int64_t calls = 0;
+  while (calls < 3 || seconds_since(t0) < seconds) {
+    c = torch::mm(a, b);
+    ++calls;
+    if (!device.is_cpu() && calls % 16 == 0) sync();
+  }
+  sync();
+  return 2.0 * static_cast<double>(n * n * n) * static_cast<double>(calls) / seconds_since(t0);
 }
 
 TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink) {

@@ -134,18 +134,29 @@ struct TrainOptions {
   std::string checkpoint_dir;               // empty: no checkpoints, no resume
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
   int threads = 0;                          // 0: all cores
+  // Written into every checkpoint; a checkpoint with another identity (another
+  // store, run, spec or data) is ignored, never resumed. Empty: only the run key
+  // is checked.
+  std::string identity;
 };
 
 struct TrainResult {
   TrainOutcome outcome = TrainOutcome::done;
   int64_t steps = 0, tokens = 0;  // completed so far, including before a resume
   double final_val_loss = 0, final_train_loss = 0, wall_seconds = 0;
+  int64_t resumed_from = 0;  // the checkpoint's step, 0 for a fresh start
   std::string message;
+  std::vector<std::string> notes;  // e.g. a foreign checkpoint that was ignored
 };
 
 // Trains spec.shape on spec.data_dir for spec.steps() steps, resuming from
 // options.checkpoint_dir/checkpoint.pt when it holds a checkpoint of this run.
 TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink);
+
+// Achieved single-precision matrix-multiply FLOP/s on `device` ("cpu" uses
+// `threads` threads, 0: all cores), measured for about `seconds`: the peak that
+// training throughput is compared with.
+double measure_sgemm_flops(const std::string& device, int threads, double seconds = 0.3);
 
 // The torch name of a TrainOptions::device ("cpu", "cuda:0"); throws, saying what to
 // use instead, when this build or machine cannot train on it.
