@@ -21,7 +21,7 @@ constexpr int64_t kShortRunSteps = 300;       // fewer optimiser steps: a run fa
 constexpr double kHoldoutLimit = 0.02;        // held-out RMSLE above 2%
 constexpr double kScaleIntervalFactor = 100;  // bootstrap hi/lo of a scale parameter
 // Column-normalised Jacobian of log L_hat: above this condition number a direction of the
-// parameters barely changes the fit (Epoch Chinchilla: about 5e2 on the same scale).
+// parameters barely changes the fit (the Epoch Chinchilla fit stays below it: a test checks).
 constexpr double kConditionLimit = 1e6;
 constexpr double kVanishingTerm = 1e-6;  // a term's largest share of the loss
 
