@@ -28,12 +28,16 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_worker_child{false};
+// The stop flag of the run being trained, so that a signal reaches it at once.
+std::atomic<std::atomic<bool>*> g_run_stop{nullptr};
+static_assert(std::atomic<std::atomic<bool>*>::is_always_lock_free);
 
 // First Ctrl-C: finish the step, checkpoint, hand the run back. Second: default.
 // A worker started by --workers keeps its handler: its parent forwards the
 // signal once, and Slurm may signal it as well.
 void on_signal(int sig) {
   g_stop = true;
+  if (std::atomic<bool>* run = g_run_stop.load()) run->store(true);
   if (!g_worker_child) std::signal(sig, SIG_DFL);
 }
 
@@ -108,14 +112,18 @@ class DatabaseSink : public MetricSink {
 
 // Keeps a claimed run's heartbeat fresh on a timer, whatever the logging
 // interval, on its own connection (SQLite handles are not shared between
-// threads). It turns a signal, or the discovery that the run was claimed by
-// someone else, into the trainer's stop flag.
+// threads). It owns the trainer's stop flag, which a signal or the discovery
+// that the run was claimed by someone else sets.
 class HeartbeatThread {
  public:
   HeartbeatThread(const std::string& db_path, Claim claim, double stale_after)
-      : interval_(std::clamp(stale_after / 4, 0.2, 30.0)),
-        thread_([this, db_path, claim] { loop(db_path, claim); }) {}
+      : interval_(std::clamp(stale_after / 4, 0.2, 30.0)) {
+    g_run_stop = &stop_;
+    if (g_stop) stop_ = true;  // a signal that came before the flag was published
+    thread_ = std::thread([this, db_path, claim] { loop(db_path, claim); });
+  }
   ~HeartbeatThread() {
+    g_run_stop = nullptr;
     {
       std::lock_guard lock(mutex_);
       done_ = true;
@@ -125,18 +133,17 @@ class HeartbeatThread {
   }
   const std::atomic<bool>* stop_flag() const { return &stop_; }
   bool lost() const { return lost_; }
-  const std::string& why() const { return why_; }
+  const std::string& why() const { return why_; }  // read only after lost()
 
  private:
   void loop(const std::string& db_path, Claim claim) {
     std::unique_ptr<Database> db;
-    auto next = Clock::now() + std::chrono::duration<double>(interval_);
     std::unique_lock lock(mutex_);
     while (!done_) {
-      wake_.wait_for(lock, std::chrono::milliseconds(20));
-      if (g_stop) stop_ = true;
-      if (done_ || lost_ || Clock::now() < next) continue;
-      next = Clock::now() + std::chrono::duration<double>(interval_);
+      // A whole interval asleep: waking often steals time from the trainer's
+      // threads on a busy machine.
+      wake_.wait_for(lock, std::chrono::duration<double>(interval_));
+      if (done_ || lost_) continue;
       try {
         if (!db) db = std::make_unique<Database>(db_path, Database::Mode::must_exist);
         db->heartbeat(claim);
@@ -552,7 +559,7 @@ int run_train(const TrainArgs& a) {
     fmt::print(stderr, "trained {} run{}\n", tally.trained, tally.trained == 1 ? "" : "s");
   Database db(default_database_path(a.db), Database::Mode::read_only);
   report_left(db, a, status != 0);
-  report_throughput(tally, seconds, a);
+  if (status == 0) report_throughput(tally, seconds, a);  // a stopped train exits at once
   return status;
 }
 
