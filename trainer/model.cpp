@@ -79,6 +79,8 @@ torch::Tensor experts_blockwise(const torch::Tensor& xs, const torch::Tensor& co
 // sync. Both are stored [E, in, out] row-major, a layout the kernel accepts.
 torch::Tensor experts_grouped(const torch::Tensor& xs, const torch::Tensor& counts,
                               const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+  // The operands are bf16 already; autocast must not recast them.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
   const auto offsets = counts.cumsum(0).to(torch::kInt32);
   const auto h = at::_grouped_mm(xs.to(torch::kBFloat16), w_gate_up.to(torch::kBFloat16), offsets);
   return at::_grouped_mm(swiglu(h), w_down.to(torch::kBFloat16), offsets);

@@ -74,6 +74,15 @@ torch::Device cuda_device(const std::string& name) {
       "(scripts/build.sh turns CUDA on when it finds nvcc) or use --device cpu",
       name));
 #endif
+  // "cuda" is cuda:0; anything but "cuda:N" after it is a typo.
+  const std::string index = name.substr(4);
+  char* end = nullptr;
+  const long n = index.empty() ? 0
+                 : index.size() > 1 && index[0] == ':' ? std::strtol(index.c_str() + 1, &end, 10)
+                                                       : -1;
+  if (n < 0 || (end && *end != '\0'))
+    throw std::invalid_argument(
+        fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
   const int64_t visible = visible_cuda_devices();
   if (visible == 0) {
     const char* mask = std::getenv("CUDA_VISIBLE_DEVICES");
@@ -82,13 +91,6 @@ torch::Device cuda_device(const std::string& name) {
         "run on a machine with an NVIDIA GPU and its driver",
         name, mask ? mask : "unset"));
   }
-  const std::string index = name.substr(4);
-  if (index.empty()) return torch::Device(torch::kCUDA, 0);
-  char* end = nullptr;
-  const long n = index.size() > 1 && index[0] == ':' ? std::strtol(index.c_str() + 1, &end, 10) : -1;
-  if (!end || *end != '\0' || n < 0)
-    throw std::invalid_argument(
-        fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
   if (n >= visible)
     throw std::runtime_error(fmt::format(
         "device {}: only {} CUDA device{} visible (cuda:0 to cuda:{}); pick one of those", name,
