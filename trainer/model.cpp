@@ -116,18 +116,27 @@ bool grouped_gemm_fits(const torch::Tensor& xs, const torch::Tensor& w_down) {
 }
 #endif
 
-// Runs the experts on the sorted slots with the kernel this device does best.
-torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
-                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+}  // namespace
+
+ExpertKernel expert_kernel_for([[maybe_unused]] const torch::Tensor& xs,
+                               [[maybe_unused]] const torch::Tensor& w_down) {
 #ifdef MOESCALE_HAVE_CUDA
   if (xs.is_cuda())
-    return grouped_gemm_fits(xs, w_down) ? experts_grouped(xs, counts, w_gate_up, w_down)
-                                         : experts_padded(xs, counts, w_gate_up, w_down);
+    return grouped_gemm_fits(xs, w_down) ? ExpertKernel::grouped : ExpertKernel::padded;
 #endif
-  return experts_blockwise(xs, counts, w_gate_up, w_down);
+  return ExpertKernel::blockwise;
 }
 
-}  // namespace
+torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
+                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                          ExpertKernel kernel) {
+  switch (kernel) {
+    case ExpertKernel::grouped: return experts_grouped(xs, counts, w_gate_up, w_down);
+    case ExpertKernel::padded: return experts_padded(xs, counts, w_gate_up, w_down);
+    case ExpertKernel::blockwise: break;
+  }
+  return experts_blockwise(xs, counts, w_gate_up, w_down);
+}
 
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
                            const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
@@ -140,7 +149,8 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
   const auto count =
       torch::zeros({n_experts}, flat.options()).index_add_(0, flat, torch::ones_like(flat));
   if (counts) *counts = count;
-  const auto ys = run_experts(x.index_select(0, token), count, w_gate_up, w_down);
+  const auto xs = x.index_select(0, token);
+  const auto ys = run_experts(xs, count, w_gate_up, w_down, expert_kernel_for(xs, w_down));
   const auto gate = routing.weights.reshape(-1).index_select(0, order).unsqueeze(1);
   return torch::zeros_like(x).index_add(0, token, ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
 }
