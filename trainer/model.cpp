@@ -65,8 +65,7 @@ torch::Tensor experts_blockwise(const torch::Tensor& xs, const torch::Tensor& co
   // Unbind, split: their backwards are one stack / one cat. Indexing w[e] per expert
   // would zero-fill and accumulate a full [E, ...] gradient for every expert.
   const auto gate_up = w_gate_up.unbind(0), down = w_down.unbind(0);
-  const auto blocks =
-      xs.split_with_sizes(c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
+  const auto blocks = xs.split_with_sizes(c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
   std::vector<torch::Tensor> outs;
   outs.reserve(n_experts);
   for (int64_t e = 0; e < n_experts; ++e)
@@ -102,7 +101,8 @@ torch::Tensor experts_padded(const torch::Tensor& xs, const torch::Tensor& count
   const auto padded = torch::zeros({n_experts * capacity, xs.size(1)}, xs.options())
                           .index_copy(0, row, xs)
                           .view({n_experts, capacity, xs.size(1)});
-  const auto y = swiglu(padded.bmm(w_gate_up.to(xs.scalar_type()))).bmm(w_down.to(xs.scalar_type()));
+  const auto y =
+      swiglu(padded.bmm(w_gate_up.to(xs.scalar_type()))).bmm(w_down.to(xs.scalar_type()));
   return y.view({n_experts * capacity, -1}).index_select(0, row);
 }
 
@@ -111,8 +111,7 @@ torch::Tensor experts_padded(const torch::Tensor& xs, const torch::Tensor& count
 // units (bf16: multiples of 8); otherwise padded blocks.
 bool grouped_gemm_fits(const torch::Tensor& xs, const torch::Tensor& w_down) {
   const int64_t d = xs.size(1), f = w_down.size(1);
-  return at::cuda::getDeviceProperties(xs.device().index())->major >= 9 && d % 8 == 0 &&
-         f % 8 == 0;
+  return at::cuda::getDeviceProperties(xs.device().index())->major >= 9 && d % 8 == 0 && f % 8 == 0;
 }
 #endif
 
@@ -152,7 +151,8 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
   const auto xs = x.index_select(0, token);
   const auto ys = run_experts(xs, count, w_gate_up, w_down, expert_kernel_for(xs, w_down));
   const auto gate = routing.weights.reshape(-1).index_select(0, order).unsqueeze(1);
-  return torch::zeros_like(x).index_add(0, token, ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
+  return torch::zeros_like(x).index_add(0, token,
+                                        ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
 }
 
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,

@@ -28,7 +28,8 @@ Experts make_experts() {
 
 TEST(ExpertKernels, PaddedBlocksMatchOneMatmulPerExpert) {
   const Experts e = make_experts();
-  const auto reference = run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::blockwise);
+  const auto reference =
+      run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::blockwise);
   const auto padded = run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::padded);
   ASSERT_EQ(padded.sizes(), reference.sizes());
   EXPECT_TRUE(torch::allclose(padded, reference, 1e-5, 1e-5));
@@ -36,7 +37,8 @@ TEST(ExpertKernels, PaddedBlocksMatchOneMatmulPerExpert) {
 
 TEST(ExpertKernels, GroupedGemmMatchesOneMatmulPerExpertInBf16) {
   const Experts e = make_experts();
-  const auto reference = run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::blockwise);
+  const auto reference =
+      run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::blockwise);
   const auto grouped = run_experts(e.xs, e.counts, e.w_gate_up, e.w_down, ExpertKernel::grouped);
   EXPECT_EQ(grouped.scalar_type(), torch::kBFloat16);
   ASSERT_EQ(grouped.sizes(), reference.sizes());
