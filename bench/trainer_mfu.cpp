@@ -3,14 +3,14 @@
 // tokens/s over the steps after the warm-up, the model FLOPs per token (DESIGN's
 // 6·N_active + 12·L·d·T, plus the output head) and the parameter counts.
 // bench/gpu_mfu.sh runs it on a GPU and turns this into MFU.
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "planner/planner.h"
 #include "trainer/trainer.h"

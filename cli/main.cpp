@@ -10,10 +10,10 @@
 //    status and output are the trainer's own. `moescale version` asks it, in a
 //    child process, what LibTorch offers (CUDA, visible GPUs, BLAS).
 // The build puts both in the same folder (cli/CMakeLists.txt).
+#include <fmt/format.h>
+
 #include <cstring>
 #include <exception>
-
-#include <fmt/format.h>
 
 #include "cli/app.h"
 #include "cli/commands.h"

@@ -3,11 +3,10 @@
 // arguments; `torch-info` (hidden) is how `moescale version` learns about
 // LibTorch.
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/app.h"
 #include "cli/commands.h"
@@ -28,7 +27,8 @@ nlohmann::ordered_json torch_info_json() {
 }
 
 void add_torch_info_command(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("torch-info", "LibTorch facts as JSON, for `moescale version`");
+  CLI::App* cmd =
+      app.add_subcommand("torch-info", "LibTorch facts as JSON, for `moescale version`");
   cmd->group("");  // hidden: people run `moescale version`
   cmd->callback([] { std::puts(torch_info_json().dump().c_str()); });
 }

@@ -68,7 +68,8 @@ std::string run_trainer(const std::vector<std::string>& args) {
       if (n > 0) out.append(buf, static_cast<size_t>(n));
   }
   close(fds[0]);
-  if (rc != 0) throw std::runtime_error(fmt::format("cannot start {}: {}", path, std::strerror(rc)));
+  if (rc != 0)
+    throw std::runtime_error(fmt::format("cannot start {}: {}", path, std::strerror(rc)));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }

@@ -78,8 +78,7 @@ torch::Tensor experts_blockwise(const torch::Tensor& xs, const torch::Tensor& co
   // Unbind, split: their backwards are one stack / one cat. Indexing w[e] per expert
   // would zero-fill and accumulate a full [E, ...] gradient for every expert.
   const auto gate_up = w_gate_up.unbind(0), down = w_down.unbind(0);
-  const auto blocks =
-      xs.split_with_sizes(c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
+  const auto blocks = xs.split_with_sizes(c10::IntArrayRef(count, static_cast<size_t>(n_experts)));
   std::vector<torch::Tensor> outs;
   outs.reserve(n_experts);
   for (int64_t e = 0; e < n_experts; ++e)
@@ -92,6 +91,8 @@ torch::Tensor experts_blockwise(const torch::Tensor& xs, const torch::Tensor& co
 // sync. Both are stored [E, in, out] row-major, a layout the kernel accepts.
 torch::Tensor experts_grouped(const torch::Tensor& xs, const torch::Tensor& counts,
                               const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
+  // The operands are bf16 already; autocast must not recast them.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
   const auto offsets = counts.cumsum(0).to(torch::kInt32);
   const auto h = at::_grouped_mm(xs.to(torch::kBFloat16), w_gate_up.to(torch::kBFloat16), offsets);
   return at::_grouped_mm(swiglu(h), w_down.to(torch::kBFloat16), offsets);
@@ -113,7 +114,8 @@ torch::Tensor experts_padded(const torch::Tensor& xs, const torch::Tensor& count
   const auto padded = torch::zeros({n_experts * capacity, xs.size(1)}, xs.options())
                           .index_copy(0, row, xs)
                           .view({n_experts, capacity, xs.size(1)});
-  const auto y = swiglu(padded.bmm(w_gate_up.to(xs.scalar_type()))).bmm(w_down.to(xs.scalar_type()));
+  const auto y =
+      swiglu(padded.bmm(w_gate_up.to(xs.scalar_type()))).bmm(w_down.to(xs.scalar_type()));
   return y.view({n_experts * capacity, -1}).index_select(0, row);
 }
 
@@ -122,23 +124,31 @@ torch::Tensor experts_padded(const torch::Tensor& xs, const torch::Tensor& count
 // units (bf16: multiples of 8); otherwise padded blocks.
 bool grouped_gemm_fits(const torch::Tensor& xs, const torch::Tensor& w_down) {
   const int64_t d = xs.size(1), f = w_down.size(1);
-  return at::cuda::getDeviceProperties(xs.device().index())->major >= 9 && d % 8 == 0 &&
-         f % 8 == 0;
+  return at::cuda::getDeviceProperties(xs.device().index())->major >= 9 && d % 8 == 0 && f % 8 == 0;
 }
 #endif
-
-// Runs the experts on the sorted slots with the kernel this device does best.
-torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
-                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down) {
-#ifdef MOESCALE_HAVE_CUDA
-  if (xs.is_cuda())
-    return grouped_gemm_fits(xs, w_down) ? experts_grouped(xs, counts, w_gate_up, w_down)
-                                         : experts_padded(xs, counts, w_gate_up, w_down);
-#endif
-  return experts_blockwise(xs, counts, w_gate_up, w_down);
-}
 
 }  // namespace
+
+ExpertKernel expert_kernel_for([[maybe_unused]] const torch::Tensor& xs,
+                               [[maybe_unused]] const torch::Tensor& w_down) {
+#ifdef MOESCALE_HAVE_CUDA
+  if (xs.is_cuda())
+    return grouped_gemm_fits(xs, w_down) ? ExpertKernel::grouped : ExpertKernel::padded;
+#endif
+  return ExpertKernel::blockwise;
+}
+
+torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
+                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                          ExpertKernel kernel) {
+  switch (kernel) {
+    case ExpertKernel::grouped: return experts_grouped(xs, counts, w_gate_up, w_down);
+    case ExpertKernel::padded: return experts_padded(xs, counts, w_gate_up, w_down);
+    case ExpertKernel::blockwise: break;
+  }
+  return experts_blockwise(xs, counts, w_gate_up, w_down);
+}
 
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
                            const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
@@ -151,9 +161,11 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
   const auto count =
       torch::zeros({n_experts}, flat.options()).index_add_(0, flat, torch::ones_like(flat));
   if (counts) *counts = count;
-  const auto ys = run_experts(x.index_select(0, token), count, w_gate_up, w_down);
+  const auto xs = x.index_select(0, token);
+  const auto ys = run_experts(xs, count, w_gate_up, w_down, expert_kernel_for(xs, w_down));
   const auto gate = routing.weights.reshape(-1).index_select(0, order).unsqueeze(1);
-  return torch::zeros_like(x).index_add(0, token, ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
+  return torch::zeros_like(x).index_add(0, token,
+                                        ys.to(x.scalar_type()) * gate.to(x.scalar_type()));
 }
 
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,

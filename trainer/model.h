@@ -45,6 +45,16 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
                            const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
                            std::vector<int64_t>* counts);
 
+// How the experts run on token slots sorted by expert (xs [S, d], counts [E]):
+// one matmul pair per expert (CPU), two grouped GEMMs in bf16 without a host sync
+// (CUDA from Hopper on), or one batched matmul over blocks padded to the largest
+// count (older GPUs: one host sync). All give the same result.
+enum class ExpertKernel { blockwise, grouped, padded };
+ExpertKernel expert_kernel_for(const torch::Tensor& xs, const torch::Tensor& w_down);
+torch::Tensor run_experts(const torch::Tensor& xs, const torch::Tensor& counts,
+                          const torch::Tensor& w_gate_up, const torch::Tensor& w_down,
+                          ExpertKernel kernel);
+
 class MoeFfnImpl : public torch::nn::Module {
  public:
   MoeFfnImpl(const ModelShape& shape, uint64_t seed);

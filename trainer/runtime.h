@@ -8,11 +8,11 @@
 namespace moescale {
 
 struct TorchRuntime {
-  std::string torch;        // "2.11.0"
+  std::string torch;  // "2.11.0"
   bool cuda_compiled = false;
-  std::string cuda_archs;   // "sm_80 sm_90 ..." of the linked LibTorch; empty without CUDA
-  int cuda_devices = 0;     // visible to this process now
-  std::string blas;         // "mkl", "openblas", ...
+  std::string cuda_archs;  // "sm_80 sm_90 ..." of the linked LibTorch; empty without CUDA
+  int cuda_devices = 0;    // visible to this process now
+  std::string blas;        // "mkl", "openblas", ...
 };
 
 TorchRuntime torch_runtime();

@@ -5,8 +5,8 @@
 
 #include <array>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <numbers>
@@ -71,11 +71,20 @@ int64_t visible_cuda_devices() {
 // "cuda" or "cuda:N", checked against this build and the GPUs visible now.
 torch::Device cuda_device(const std::string& name) {
 #ifndef MOESCALE_HAVE_CUDA
-  throw std::runtime_error(fmt::format(
-      "device {}: this build has no CUDA; build where the CUDA toolkit is installed "
-      "(scripts/build.sh turns CUDA on when it finds nvcc) or use --device cpu",
-      name));
+  throw std::runtime_error(
+      fmt::format("device {}: this build has no CUDA; build where the CUDA toolkit is installed "
+                  "(scripts/build.sh turns CUDA on when it finds nvcc) or use --device cpu",
+                  name));
 #endif
+  // "cuda" is cuda:0; anything but "cuda:N" after it is a typo.
+  const std::string index = name.substr(4);
+  char* end = nullptr;
+  const long n = index.empty()                         ? 0
+                 : index.size() > 1 && index[0] == ':' ? std::strtol(index.c_str() + 1, &end, 10)
+                                                       : -1;
+  if (n < 0 || (end && *end != '\0'))
+    throw std::invalid_argument(
+        fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
   const int64_t visible = visible_cuda_devices();
   if (visible == 0) {
     const char* mask = std::getenv("CUDA_VISIBLE_DEVICES");
@@ -84,13 +93,6 @@ torch::Device cuda_device(const std::string& name) {
         "run on a machine with an NVIDIA GPU and its driver",
         name, mask ? mask : "unset"));
   }
-  const std::string index = name.substr(4);
-  if (index.empty()) return torch::Device(torch::kCUDA, 0);
-  char* end = nullptr;
-  const long n = index.size() > 1 && index[0] == ':' ? std::strtol(index.c_str() + 1, &end, 10) : -1;
-  if (!end || *end != '\0' || n < 0)
-    throw std::invalid_argument(
-        fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
   if (n >= visible)
     throw std::runtime_error(fmt::format(
         "device {}: only {} CUDA device{} visible (cuda:0 to cuda:{}); pick one of those", name,
@@ -100,7 +102,8 @@ torch::Device cuda_device(const std::string& name) {
 
 torch::Device select_device(const std::string& name) {
   if (name == "cpu") return torch::kCPU;
-  if (name == "auto") return visible_cuda_devices() > 0 ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
+  if (name == "auto")
+    return visible_cuda_devices() > 0 ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
   if (name.starts_with("cuda")) return cuda_device(name);
   throw std::invalid_argument(
       fmt::format("unknown device '{}'; use auto, cpu, cuda or cuda:N", name));
@@ -212,7 +215,9 @@ class BatchFeeder {
 // Reading a loss on the host waits for the device to finish the step. On CPU that
 // costs nothing, so every step is checked for divergence; on CUDA only the steps
 // whose loss is reported or that are followed by an evaluation or a checkpoint.
-bool reads_loss_every_step(const torch::Device& device) { return !device.is_cuda(); }
+bool reads_loss_every_step(const torch::Device& device) {
+  return !device.is_cuda();
+}
 
 // torch::nn::utils::clip_grad_norm_ returns the norm as a double: a host sync
 // every step. The same clipping with the norm kept on the device.
