@@ -115,9 +115,9 @@ TEST_F(CliTest, SimulatedAndTrainedResultsNeverMix) {
   const std::string db_path = (dir_ / "moescale.db").string();
   {
     Database db(db_path, Database::Mode::must_exist);
-    const auto claimed = db.claim_run("mix", "test");
+    const auto claimed = db.claim_run("mix", RunOwner::this_process());
     ASSERT_TRUE(claimed);
-    db.finish_run(claimed->id, RunStatus::done, 3.0, 1.0, 1, "");
+    db.finish_run(claimed->claim(), RunStatus::done, 3.0, 1.0, 1, "");
   }
   const Result sim = run(fmt::format("simulate --sweep mix {}", kTruth));
   EXPECT_EQ(sim.status, 1);
