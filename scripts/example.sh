@@ -14,7 +14,7 @@ sweep=tiny-cpu
 
 [ -f data/gcide/meta.json ] || $m data prepare --source gcide --out data/gcide
 $m plan --config "$config" >/dev/null
-$m train --sweep "$sweep"
+$m train --sweep "$sweep" --workers 2   # one run per core: narrow models use one thread best
 $m runs --sweep "$sweep"
 
 echo

@@ -88,8 +88,8 @@ TEST_F(Examples, InferenceAwareRecommendsWithServingCost) {
   const Result r = script("inference-aware", "SERVE_TOKENS=1e12");
   ASSERT_EQ(r.status, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("law ludziejewski2025"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("cheapest way to reach loss"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("smaller by"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("budget mode: cheapest to serve at C = 1e+21"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("smaller than loss-opt"), std::string::npos) << r.out;
 }
 
 TEST_F(Examples, ImportYourRunsMapsATrackersColumnNames) {
