@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -25,8 +26,7 @@ struct FitArgs {
 };
 
 fitting::Law choose_law(const FitArgs& a) {
-  const bool expression = a.law.find_first_of("+-*/^() ") != std::string::npos;
-  fitting::Law law = expression ? fitting::custom_law(a.law) : fitting::builtin_law(a.law);
+  fitting::Law law = law_named(a.law);
   for (const std::string& g : a.grids) fitting::set_grid(law, g);
   for (const std::string& b : a.bounds) fitting::set_bounds(law, b);
   return law;
@@ -47,8 +47,7 @@ Groups load_groups(const Database& db, const FitArgs& a) {
     if (!a.experts.empty() && std::find(a.experts.begin(), a.experts.end(),
                                         static_cast<int64_t>(o.experts)) == a.experts.end())
       continue;
-    groups[group_of(o, a.per_group)].push_back({o.n_active, o.n_total, o.tokens, o.experts, o.top_k,
-                                                o.granularity, o.loss, o.label, o.steps});
+    groups[group_of(o, a.per_group)].push_back(observation_of(o));
   }
   if (groups.empty())
     throw std::runtime_error(fmt::format(

@@ -6,14 +6,36 @@
 
 namespace moescale::cli {
 
+fitting::Law law_named(const std::string& text) {
+  const bool expression = text.find_first_of("+-*/^() ") != std::string::npos;
+  return expression ? fitting::custom_law(text) : fitting::builtin_law(text);
+}
+
+fitting::Observation observation_of(const ObservationRecord& o) {
+  return {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label,
+          o.steps};
+}
+
+fitting::Observation observation_of(const RunRecord& r) {
+  const ModelShape& s = r.plan.spec.shape;
+  return {static_cast<double>(r.plan.params.active),
+          static_cast<double>(r.plan.params.total),
+          static_cast<double>(r.plan.spec.tokens),
+          static_cast<double>(s.experts),
+          static_cast<double>(s.top_k),
+          1.0,
+          r.final_loss.value_or(0),
+          r.key,
+          r.steps_done};
+}
+
 std::vector<fitting::Observation> fit_observations(const Database& db, const FitRecord& record) {
   std::vector<fitting::Observation> out;
   for (const ObservationRecord& o : db.observations(record.sweep)) {
     if (record.group != "all" &&
         fit_group_name(o.router.empty() ? "imported" : o.router, o.experts) != record.group)
       continue;
-    out.push_back(
-        {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label, o.steps});
+    out.push_back(observation_of(o));
   }
   return out;
 }

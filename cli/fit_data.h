@@ -9,6 +9,14 @@
 
 namespace moescale::cli {
 
+// A catalogue law by name, or a user's expression (anything with an operator or a space).
+fitting::Law law_named(const std::string& text);
+
+// A trained or imported point as the fitting module sees it. A run's loss is its final
+// validation loss (0 while it has none).
+fitting::Observation observation_of(const ObservationRecord& o);
+fitting::Observation observation_of(const RunRecord& r);
+
 // The sweep's observations in the fit's group ("all", or e.g. "router=topk,E=4").
 std::vector<fitting::Observation> fit_observations(const Database& db, const FitRecord& record);
 

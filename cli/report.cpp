@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "cli/plot.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
@@ -303,20 +304,6 @@ Figure routers_figure(const SweepData& d, double report_budget) {
 
 // ---- fit diagnostics and residuals (issue 8)
 
-// A run as the fit saw it.
-fitting::Observation observed(const RunRecord& r) {
-  const ModelShape& s = r.plan.spec.shape;
-  return {static_cast<double>(r.plan.params.active),
-          static_cast<double>(r.plan.params.total),
-          static_cast<double>(r.plan.spec.tokens),
-          static_cast<double>(s.experts),
-          static_cast<double>(s.top_k),
-          1.0,
-          *r.final_loss,
-          r.key,
-          r.steps_done};
-}
-
 // log L_hat - log L against compute, one colour per group: a fit that suits its data scatters
 // evenly about 0; a trend or a group off to one side is a law that does not fit there.
 Figure residual_figure(const SweepData& d) {
@@ -327,7 +314,7 @@ Figure residual_figure(const SweepData& d) {
     if (!g.fit) continue;
     Series s(g.label, "points", color++);
     std::vector<fitting::Observation> obs;
-    for (const RunRecord& r : g.runs) obs.push_back(observed(r));
+    for (const RunRecord& r : g.runs) obs.push_back(observation_of(r));
     const std::vector<double> residuals = fitting::log_residuals(*g.fit, obs);
     for (size_t i = 0; i < obs.size(); ++i) {
       s.x.push_back(training_compute(obs[i].n_active, obs[i].tokens));

@@ -63,8 +63,8 @@ void run_runs(const RunsArgs& a) {
   }
   const bool any_running = std::any_of(
       runs.begin(), runs.end(), [](const RunRecord& r) { return r.status == RunStatus::running; });
-  std::vector<std::string> header{"id",     "sweep", "status", "router",   "E",   "N_active",
-                                  "tokens", "C=6ND", "steps",  "val loss", "time"};
+  std::vector<std::string> header{"id",     "sweep", "status", "source", "router",   "E",
+                                  "N_active", "tokens", "C=6ND", "steps", "val loss", "time"};
   if (any_running) header.push_back("owner");
   Table t(header);
   int stale = 0;

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -19,23 +20,6 @@ struct SimulateArgs {
   uint64_t seed = 1;
   bool json = false;
 };
-
-fitting::Law law_named(const std::string& text) {
-  const bool expression = text.find_first_of("+-*/^() ") != std::string::npos;
-  return expression ? fitting::custom_law(text) : fitting::builtin_law(text);
-}
-
-fitting::Observation observation_of(const RunRecord& r) {
-  const ModelShape& s = r.plan.spec.shape;
-  return {static_cast<double>(r.plan.params.active),
-          static_cast<double>(r.plan.params.total),
-          static_cast<double>(r.plan.spec.tokens),
-          static_cast<double>(s.experts),
-          static_cast<double>(s.top_k),
-          1.0,
-          0,
-          fmt::format("run {}", r.id)};
-}
 
 // A sweep's fits must not mix real and simulated losses: simulating a sweep that already
 // holds trained results is refused (the store refuses to fit such a mix too).

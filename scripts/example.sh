@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, build, prepare the GCIDE
 # corpus, plan configs/tiny-cpu.toml, train every run on the CPU, fit the laws,
-# recommend for 10x the largest budget and write the report to out/report.
+# recommend for 10x the largest budget, propose the next runs (dry run) and
+# write the report to out/report.
 # Re-running resumes: finished runs are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ $m runs --sweep "$sweep"
 
 echo
 $m fit --sweep "$sweep" --law chinchilla --per-group --bootstrap 50 --quiet
-$m fit --sweep "$sweep" --law yun2024 --router topk --holdout largest-compute --quiet |
+$m fit --sweep "$sweep" --law yun2024 --router topk --holdout largest-compute --bootstrap 50 --quiet |
   tee out/moe_fit.txt
 moe_fit=$(awk '/^fit /{print $2; exit}' out/moe_fit.txt)
 
@@ -28,4 +29,8 @@ largest=$($m plan --config "$config" --dry-run --json |
 budget=$(.venv/bin/python -c "print(10 * $largest)")
 echo
 $m recommend --fit "$moe_fit" --budget "$budget" --experts 1,4,8
+echo
+# The runs that would shrink the N* interval at that budget most, for a tenth of it (shown,
+# not recorded: drop --dry-run to plan them, then train and fit again).
+$m plan --next --fit "$moe_fit" --budget "$budget" --allowance "$largest" --max-runs 4 --dry-run
 $m report --sweep "$sweep" --out out/report --budget "$budget"

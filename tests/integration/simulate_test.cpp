@@ -2,6 +2,9 @@
 // sweep with a known Chinchilla truth.
 #include <fmt/format.h>
 
+#include <iterator>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "db/db.h"
@@ -44,7 +47,21 @@ TEST_F(CliTest, SimulateRecommendWithIntervalsAndPlanNext) {
     EXPECT_EQ(r["status"], "done");
     EXPECT_EQ(r["source"], "simulated");
   }
-  EXPECT_NE(run("runs").out.find("simulated"), std::string::npos);
+  // The table's header names every column its rows fill.
+  const std::string table = run("runs").out;
+  EXPECT_NE(table.find("simulated"), std::string::npos);
+  std::istringstream lines(table);
+  std::string header, row;
+  std::getline(lines, header);
+  std::getline(lines, row);
+  const auto words = [](const std::string& line) {
+    std::istringstream in(line);
+    return static_cast<int>(std::distance(std::istream_iterator<std::string>(in),
+                                          std::istream_iterator<std::string>()));
+  };
+  EXPECT_NE(header.find("source"), std::string::npos) << header;
+  // "val loss" is two words in the header; the dense router's row has every cell filled.
+  EXPECT_EQ(words(header) - 1, words(row)) << header << "\n" << row;
 
   const Result fit = run(fmt::format("fit --sweep sim {} --bootstrap 20 --json -q", kGrid));
   ASSERT_EQ(fit.status, 0) << fit.err;
