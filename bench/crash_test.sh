@@ -3,9 +3,11 @@
 # random moments (SIGKILL, and SIGTERM every third time) while a run trains, then lets it finish and
 # compares with the same sweep trained without interruption.
 # Prints: kills, corrupt (integrity_check failures), duplicated (metric rows or
-# runs trained twice), lost (runs not done at the end), resumed-equal (runs that
-# were killed mid-way and still ended with the uninterrupted final loss, to 6
-# decimals). Exits non-zero unless 0 corrupt, 0 duplicated, 0 lost and all equal.
+# runs trained twice), lost (runs not done at the end), resumed-equal (kills that
+# caught a run mid-way, counted per kill, whose run still ended with the
+# uninterrupted final loss, to 6 decimals). When every run is done the sweep is
+# planned again from scratch, so KILLS kills always happen. Exits non-zero unless
+# 0 corrupt, 0 duplicated, 0 lost and all equal.
 # Usage: bench/crash_test.sh [KILLS] (default 30). MOESCALE_BINARY: the program
 # (default build/moescale).
 set -euo pipefail
@@ -72,16 +74,18 @@ for _ in range(600):
     time.sleep(0.1)
 PY
   sleep "$(python3 -c 'import random; print(round(random.uniform(0.1, 2.0), 2))')"
-  if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" || true; break; fi  # sweep finished
-  python3 - "$pid" "$round" >> interrupted.txt <<'PY' || true
+  if kill -0 "$pid" 2>/dev/null; then
+    # One line per kill: the kill, the round and the run it caught (none between runs).
+    python3 - "$pid" "$round" "$killed" >> interrupted.txt <<'PY' || true
 import sqlite3, sys
 db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
 for (i,) in db.execute("SELECT id FROM runs WHERE status='running' AND owner_pid=?", (int(sys.argv[1]),)):
-    print(sys.argv[2], i)
+    print(sys.argv[3], sys.argv[2], i)
 PY
-  if [ $((killed % 3)) -eq 2 ]; then kill -TERM "$pid"; else kill -KILL "$pid"; fi
-  wait "$pid" 2>/dev/null || true
-  killed=$((killed + 1))
+    if [ $((killed % 3)) -eq 2 ]; then kill -TERM "$pid"; else kill -KILL "$pid"; fi
+    killed=$((killed + 1))
+  fi
+  wait "$pid" 2>/dev/null || true  # finished by itself when it was not alive to kill
   # Once everything is done, killing more proves nothing: plan it again from scratch.
   left=$("$bin" runs --db crash.db --json | python3 -c 'import json,sys; print(sum(r["status"]!="done" for r in json.load(sys.stdin)))')
   if [ "$left" -eq 0 ] && [ "$killed" -lt "$kills" ]; then
@@ -123,9 +127,9 @@ lost = db.execute("SELECT count(*) FROM runs WHERE status != 'done'").fetchone()
 finals = {last: dict(db.execute("SELECT id, final_loss FROM runs"))}
 for r in range(last):
     finals[r] = {int(i): l for i, l in json.load(open(f"finals-{r}.json")).items()}
-interrupted = {tuple(map(int, line.split())) for line in open("interrupted.txt") if line.strip()}
+interrupted = [tuple(map(int, line.split())) for line in open("interrupted.txt") if line.strip()]
 resumed = equal = 0
-for r, i in sorted(interrupted):
+for _, r, i in interrupted:
     loss = finals[r].get(i)
     resumed += 1
     equal += loss is not None and abs(loss - ref[i]) < 5e-7
