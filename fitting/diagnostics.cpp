@@ -116,6 +116,13 @@ bool is_scale(const ReportedParam& r) {
   return r.expression.rfind("exp(", 0) == 0;
 }
 
+// The name the user sees for a fitted parameter: "E" for e when the law reports E = exp(e).
+std::string shown_name(const FitResult& fit, const std::string& fitted) {
+  for (const auto& r : fit.reported)
+    if (r.expression == fitted || r.expression == "exp(" + fitted + ")") return r.name;
+  return fitted;
+}
+
 // The Jacobian J of log L_hat in the fitted parameters, columns scaled to unit length: a small
 // singular value is a combination of parameters the data cannot pin. Works on J'J (P x P), so
 // the cost is one gradient per observation however many there are.
@@ -140,7 +147,8 @@ void unidentified_by_jacobian(const FitResult& fit, const std::vector<Observatio
   std::vector<std::string> flat;
   std::vector<Eigen::Index> kept;
   for (Eigen::Index k = 0; k < n; ++k)
-    (norms[k] <= 1e-12 * biggest ? flat.push_back(law.params()[k]) : kept.push_back(k));
+    (norms[k] <= 1e-12 * biggest ? flat.push_back(shown_name(fit, law.params()[k]))
+                                 : kept.push_back(k));
   for (const auto& p : flat)
     out.push_back({"unidentified",
                    fmt::format("the loss does not change with {} at the fitted optimum: the data "
@@ -161,7 +169,7 @@ void unidentified_by_jacobian(const FitResult& fit, const std::vector<Observatio
   const Eigen::VectorXd v = eig.eigenvectors().col(0).cwiseAbs();
   std::vector<std::string> names;
   for (Eigen::Index a = 0; a < m; ++a)
-    if (v[a] >= 0.3) names.push_back(law.params()[kept[a]]);
+    if (v[a] >= 0.3) names.push_back(shown_name(fit, law.params()[kept[a]]));
   out.push_back({"unidentified",
                  fmt::format("the data barely constrain a combination of {} (condition number "
                              "{:.2g} of the scaled Jacobian): values along it fit about equally "
@@ -216,7 +224,7 @@ void degenerate(const FitResult& fit, const std::vector<Observation>& obs,
                      fmt::format("the term scaled by {} contributes less than {:g} of the loss at "
                                  "every point: the fit has dropped it (e.g. E -> 0), so the law "
                                  "is not the one intended; the data do not support that term",
-                                 p, kVanishingTerm)});
+                                 shown_name(fit, p), kVanishingTerm)});
     }
   }
   for (const auto& r : fit.reported) {  // scales fitted in log space, e.g. E = exp(e) ~ 1e-19

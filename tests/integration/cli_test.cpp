@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+
 namespace moescale::testing {
 namespace {
 using nlohmann::json;
@@ -106,6 +108,30 @@ TEST_F(CliTest, ForeignDatabaseIsRefused) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("not a moescale database"), std::string::npos) << r.err;
   EXPECT_EQ(read(path), "not a database at all\n");
+}
+
+
+// The worked example as issue 8 found it (configs/tiny-cpu.toml at 2537c3b: 80 tokens per
+// parameter, E in {1, 4, 8}), its dense and top-k runs trained by this trainer and exported to
+// tests/data: most budgets' lowest loss sits at the smallest model and the per-group fits
+// cannot pin E, A or B. The fit must say both, and --strict must refuse it.
+TEST_F(CliTest, TheOldWorkedExampleDrawsEdgeMinimumAndUnidentified) {
+  const std::string csv = MOESCALE_SOURCE_DIR "/tests/data/example-2537c3b-topk.csv";
+  ASSERT_EQ(run("import --csv " + csv +
+                " --sweep old --map N=n_active NT=n_total D=tokens E=experts K=top_k "
+                "loss=val_loss")
+                .status,
+            0);
+  const Result fit = run("fit --sweep old --law chinchilla --per-group --bootstrap 20 --json");
+  ASSERT_EQ(fit.status, 0) << fit.err;
+  std::set<std::string> codes;
+  for (const auto& group : json::parse(fit.out))
+    for (const auto& d : group["diagnostics"]) codes.insert(d["code"].get<std::string>());
+  EXPECT_TRUE(codes.count("edge_minimum")) << fit.err;
+  EXPECT_TRUE(codes.count("unidentified")) << fit.err;
+  EXPECT_NE(fit.err.find("is at the smallest model"), std::string::npos) << fit.err;
+  EXPECT_NE(fit.err.find("add smaller models [edge_minimum]"), std::string::npos) << fit.err;
+  EXPECT_EQ(run("fit --sweep old --law chinchilla --per-group --strict --quiet").status, 1);
 }
 
 }  // namespace
