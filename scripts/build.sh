@@ -5,7 +5,9 @@
 # (/usr/local/cuda/bin/nvcc, $CUDA_HOME/bin/nvcc or nvcc on the PATH) the trainer
 # is built able to train on CUDA GPUs; no GPU is needed to build it, and without
 # one it trains on CPU. MOESCALE_CUDA=0 or 1 overrides the detection;
-# MOESCALE_CMAKE_ARGS passes more options to CMake.
+# MOESCALE_CMAKE_ARGS passes more options to CMake. Arguments name targets to
+# build instead of everything (scripts/example.sh builds only the two programs).
+# Usage: scripts/build.sh [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${MOESCALE_SKIP_SETUP:-}" ] || bash scripts/setup.sh
@@ -26,4 +28,6 @@ command -v ninja >/dev/null && [ ! -f build/Makefile ] && generator=(-G Ninja)
 # shellcheck disable=SC2086
 cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "$cuda_flag" \
   ${MOESCALE_CMAKE_ARGS:-} >/dev/null
-cmake --build build -j "$(nproc)"
+targets=()
+[ $# -gt 0 ] && targets=(--target "$@")
+cmake --build build -j "$(nproc)" "${targets[@]}"

@@ -6,7 +6,7 @@
 # Re-running resumes: finished runs are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh >/dev/null
+bash scripts/build.sh moescale moescale-train >/dev/null
 export MOESCALE_DB="${MOESCALE_DB:-out/moescale.db}"
 mkdir -p out
 m=build/moescale
