@@ -29,8 +29,7 @@ void copy_value(const sql::Statement& from, sql::Statement& to, int col, sql::Ki
       to.bind(param, from.is_null(col) ? std::nullopt : std::optional<double>(from.real(col)));
       break;
     case sql::Kind::text:
-      to.bind(param,
-              from.is_null(col) ? std::nullopt : std::optional<std::string>(from.text(col)));
+      to.bind(param, from.is_null(col) ? std::nullopt : std::optional<std::string>(from.text(col)));
       break;
   }
 }
@@ -64,8 +63,8 @@ std::vector<std::pair<std::string, int64_t>> Database::copy_into(Database& desti
     std::string params;
     for (size_t i = 1; i <= t.columns.size(); ++i)
       params += fmt::format("{}?{}", i > 1 ? ", " : "", i);
-    sql::Statement insert(*destination.conn_, fmt::format("INSERT INTO {}({}) VALUES({})",
-                                                          t.name, columns, params));
+    sql::Statement insert(*destination.conn_,
+                          fmt::format("INSERT INTO {}({}) VALUES({})", t.name, columns, params));
     int64_t rows = 0;
     while (select.step()) {
       for (size_t c = 0; c < t.columns.size(); ++c)
@@ -89,8 +88,8 @@ std::vector<std::string> Database::table_names() {
 
 std::vector<std::string> Database::table_rows(const std::string& table) const {
   const sql::Table& t = find_table(table);
-  sql::Statement s(*conn_, fmt::format("SELECT {} FROM {} ORDER BY {}", column_list(t), t.name,
-                                       t.order_by));
+  sql::Statement s(
+      *conn_, fmt::format("SELECT {} FROM {} ORDER BY {}", column_list(t), t.name, t.order_by));
   std::vector<std::string> out;
   while (s.step()) {
     std::string row;

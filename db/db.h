@@ -241,5 +241,7 @@ class Database {
 std::string default_database_path(const std::string& flag);
 // True for postgresql:// and postgres:// URLs; anything else is a SQLite path.
 bool is_server_location(const std::string& location);
+// The location fit for messages and logs: a URL's password is left out.
+std::string location_for_messages(const std::string& location);
 
 }  // namespace moescale

@@ -42,7 +42,8 @@ std::string numbered_placeholders(const std::string& text) {
       if (c == quote) quote = 0;
     } else if (c == '\'' || c == '"') {
       quote = c;
-    } else if (c == '?' && i + 1 < text.size() && std::isdigit(static_cast<unsigned char>(text[i + 1]))) {
+    } else if (c == '?' && i + 1 < text.size() &&
+               std::isdigit(static_cast<unsigned char>(text[i + 1]))) {
       out += '$';
       continue;
     }
@@ -55,26 +56,6 @@ std::string trimmed(const char* message) {
   std::string m = message ? message : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
   return m.empty() ? "unknown error" : m;
-}
-
-// postgresql://user:secret@host/db -> postgresql://user@host/db, and password=… dropped.
-std::string without_password(const std::string& url) {
-  std::string out = url;
-  const auto scheme = out.find("://");
-  if (scheme != std::string::npos) {
-    const auto start = scheme + 3;
-    const auto at = out.find('@', start);
-    const auto slash = out.find('/', start);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-      const auto colon = out.find(':', start);
-      if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
-    }
-  }
-  if (const auto p = out.find("password="); p != std::string::npos) {
-    const auto end = out.find('&', p);
-    out.erase(p, end == std::string::npos ? std::string::npos : end - p + 1);
-  }
-  return out;
 }
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -129,8 +110,8 @@ class PostgresCursor final : public Cursor {
   void execute() {
     std::vector<const char*> values;
     for (const auto& v : values_) values.push_back(v ? v->c_str() : nullptr);
-    result_.reset(PQexecParams(conn_, text_.c_str(), static_cast<int>(values.size()),
-                               types_.data(), values.data(), nullptr, nullptr, 0));
+    result_.reset(PQexecParams(conn_, text_.c_str(), static_cast<int>(values.size()), types_.data(),
+                               values.data(), nullptr, nullptr, 0));
     const auto status = result_ ? PQresultStatus(result_.get()) : PGRES_FATAL_ERROR;
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
       const std::string why =
@@ -144,7 +125,7 @@ class PostgresCursor final : public Cursor {
   PGconn* conn_;
   const std::string& name_;
   std::string text_;
-  std::vector<std::optional<std::string>> values_;
+  std::vector<std::optional<std::string> > values_;
   std::vector<Oid> types_;
   Result result_{nullptr, &PQclear};
   int row_ = -1;
@@ -153,7 +134,7 @@ class PostgresCursor final : public Cursor {
 class PostgresConnection final : public Connection {
  public:
   explicit PostgresConnection(const std::string& url)
-      : name_(without_password(url)), conn_(PQconnectdb(url.c_str())) {
+      : name_(location_for_messages(url)), conn_(PQconnectdb(url.c_str())) {
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
       const std::string why = trimmed(conn_ ? PQerrorMessage(conn_) : "out of memory");
       PQfinish(conn_);
@@ -163,7 +144,8 @@ class PostgresConnection final : public Connection {
           name_, why));
     }
     // Notices (e.g. of DDL) are not for the user's terminal.
-    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        conn_, [](void*, const char*) {}, nullptr);
     exec("SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'", "configuring the session");
   }
   ~PostgresConnection() override { PQfinish(conn_); }
@@ -176,9 +158,9 @@ class PostgresConnection final : public Connection {
     Result r(PQexec(conn_, text.c_str()), &PQclear);
     const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
-      throw std::runtime_error(fmt::format("database error while {}: {}", what,
-                                           trimmed(r ? PQresultErrorMessage(r.get())
-                                                     : PQerrorMessage(conn_))));
+      throw std::runtime_error(
+          fmt::format("database error while {}: {}", what,
+                      trimmed(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_))));
   }
   // READ COMMITTED with row locks for writes (see statement.h); one snapshot for a
   // consistent read; schema changes one at a time, under an advisory lock.

@@ -29,8 +29,8 @@ class Cursor {
   virtual void bind_integer(int i, int64_t v) = 0;
   virtual void bind_real(int i, double v) = 0;
   virtual void bind_text(int i, const std::string& v) = 0;
-  virtual bool step() = 0;           // true while there is a row
-  virtual int64_t reset() = 0;       // rows the last execution changed; bindings are kept
+  virtual bool step() = 0;      // true while there is a row
+  virtual int64_t reset() = 0;  // rows the last execution changed; bindings are kept
   virtual bool is_null(int col) const = 0;
   virtual int64_t integer(int col) const = 0;
   virtual double real(int col) const = 0;
@@ -79,8 +79,7 @@ struct Dialect {
       return fmt::format(
           "CASE WHEN {0} = '' THEN NULL ELSE (julianday('now') - julianday({0})) * 86400.0 END",
           column);
-    return fmt::format("extract(epoch FROM (now() - nullif({}, '')::timestamptz))::float8",
-                       column);
+    return fmt::format("extract(epoch FROM (now() - nullif({}, '')::timestamptz))::float8", column);
   }
   // Appended to the SELECT that picks a run to claim: concurrent claimers never
   // wait for one another and never pick the same row. SQLite's write lock already
@@ -137,9 +136,12 @@ class Statement {
  private:
   template <class T>
   static constexpr Kind kind_of() {
-    if constexpr (std::is_floating_point_v<T>) return Kind::real;
-    else if constexpr (std::is_integral_v<T>) return Kind::integer;
-    else return Kind::text;
+    if constexpr (std::is_floating_point_v<T>)
+      return Kind::real;
+    else if constexpr (std::is_integral_v<T>)
+      return Kind::integer;
+    else
+      return Kind::text;
   }
   std::unique_ptr<Cursor> cursor_;
 };

@@ -79,6 +79,27 @@ bool is_server_location(const std::string& location) {
   return location.starts_with("postgresql://") || location.starts_with("postgres://");
 }
 
+// postgresql://user:secret@host/db -> postgresql://user@host/db, and password=… dropped.
+std::string location_for_messages(const std::string& url) {
+  if (!is_server_location(url)) return url;
+  std::string out = url;
+  const auto scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    const auto start = scheme + 3;
+    const auto at = out.find('@', start);
+    const auto slash = out.find('/', start);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      const auto colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
+    }
+  }
+  if (const auto p = out.find("password="); p != std::string::npos) {
+    const auto end = out.find('&', p);
+    out.erase(p, end == std::string::npos ? std::string::npos : end - p + 1);
+  }
+  return out;
+}
+
 Database::Database(const std::string& location, Mode mode) : path_(location) {
   const auto m = static_cast<sql::OpenMode>(mode);
   conn_ = is_server_location(location) ? sql::open_postgresql(location, m)
@@ -216,8 +237,7 @@ std::vector<SweepRecord> Database::sweeps() const {
 }
 
 std::optional<SweepRecord> Database::find_sweep(const std::string& name) const {
-  sql::Statement s(*conn_,
-                   "SELECT id, name, kind, config, created_at FROM sweeps WHERE name = ?1");
+  sql::Statement s(*conn_, "SELECT id, name, kind, config, created_at FROM sweeps WHERE name = ?1");
   s.bind(1, name);
   if (!s.step()) return std::nullopt;
   return read_sweep(s);
@@ -227,8 +247,8 @@ SweepRecord Database::sweep(const std::string& name) const {
   if (auto s = find_sweep(name)) return *s;
   std::string known;
   for (const auto& s : sweeps()) known += (known.empty() ? "" : ", ") + s.name;
-  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name, conn_->name(),
-                                       known.empty() ? "none" : known));
+  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name,
+                                       conn_->name(), known.empty() ? "none" : known));
 }
 
 std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_name,
@@ -248,11 +268,13 @@ std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_na
 }
 
 RunRecord Database::run(int64_t id) const {
-  const std::string text = fmt::format(
-      "SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?1", run_columns(sql::Dialect{conn_->engine()}));
+  const std::string text =
+      fmt::format("SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?1",
+                  run_columns(sql::Dialect{conn_->engine()}));
   sql::Statement s(*conn_, text);
   s.bind(1, id);
-  if (!s.step()) throw std::runtime_error(fmt::format("no run with id {} in {}", id, conn_->name()));
+  if (!s.step())
+    throw std::runtime_error(fmt::format("no run with id {} in {}", id, conn_->name()));
   return read_run(s);
 }
 
@@ -286,12 +308,11 @@ std::optional<RunRecord> Database::claim_run(const std::string& sweep_name, cons
         .run();
   const sql::Dialect d{conn_->engine()};
   sql::Statement pick(
-      *conn_,
-      fmt::format("SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
-                  "(status = 'planned' OR (?4 != 0 AND status = 'failed') OR "
-                  "(status = 'running' AND (heartbeat = '' OR {} > ?3))) "
-                  "ORDER BY budget, n_active, experts, router, id LIMIT 1{}",
-                  d.age_seconds("heartbeat"), d.lock_skip_locked()));
+      *conn_, fmt::format("SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
+                          "(status = 'planned' OR (?4 != 0 AND status = 'failed') OR "
+                          "(status = 'running' AND (heartbeat = '' OR {} > ?3))) "
+                          "ORDER BY budget, n_active, experts, router, id LIMIT 1{}",
+                          d.age_seconds("heartbeat"), d.lock_skip_locked()));
   pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds).bind(4, retry_failed ? 1 : 0);
   if (!pick.step()) {
     tx.commit();  // keep what was taken back from dead owners
@@ -331,7 +352,8 @@ void Database::check_claim(const Claim& claim, std::optional<int64_t> steps_done
   std::string who = "it is no longer running";
   sql::Statement s(*conn_, "SELECT status, worker, claim FROM runs WHERE id = ?1");
   s.bind(1, claim.run_id);
-  if (!s.step()) throw LostClaim(fmt::format("run {} is gone from {}", claim.run_id, conn_->name()));
+  if (!s.step())
+    throw LostClaim(fmt::format("run {} is gone from {}", claim.run_id, conn_->name()));
   if (s.integer(2) != claim.generation)
     who =
         fmt::format("it was claimed again by {}", s.text(1).empty() ? "another worker" : s.text(1));
@@ -408,9 +430,9 @@ void Database::record_simulated(const std::string& sweep_name,
   const SweepRecord sw = sweep(sweep_name);
   sql::Statement update(
       *conn_, fmt::format("UPDATE runs SET status = 'done', source = 'simulated', "
-                           "final_loss = ?3, wall_seconds = 0, steps_done = ?4, error = '', "
-                           "worker = 'simulate', finished_at = {} "
-                           "WHERE id = ?1 AND sweep_id = ?2 AND status = 'planned'",
+                          "final_loss = ?3, wall_seconds = 0, steps_done = ?4, error = '', "
+                          "worker = 'simulate', finished_at = {} "
+                          "WHERE id = ?1 AND sweep_id = ?2 AND status = 'planned'",
                           sql::Dialect{conn_->engine()}.now()));
   for (const auto& [id, loss] : losses) {
     update.bind(1, id).bind(2, sw.id).bind(3, loss).bind(4, run(id).plan.spec.steps());
@@ -526,8 +548,7 @@ Database::SweepRemoved Database::remove_sweep(const std::string& name) {
   const SweepRecord sw = sweep(name);
   SweepRemoved removed;
   auto count = [&](const char* table) {
-    sql::Statement s(*conn_,
-                     fmt::format("SELECT count(*) FROM {} WHERE sweep_id = ?1", table));
+    sql::Statement s(*conn_, fmt::format("SELECT count(*) FROM {} WHERE sweep_id = ?1", table));
     s.bind(1, sw.id);
     return s.step() ? static_cast<int>(s.integer(0)) : 0;
   };
@@ -561,11 +582,11 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
     if (!r.final_loss) continue;
     const ModelShape& s = r.plan.spec.shape;
-    out.push_back(
-        {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
-         static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source,
-         r.steps_done});
+    out.push_back({static_cast<double>(r.plan.params.active),
+                   static_cast<double>(r.plan.params.total),
+                   static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
+                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key,
+                   r.source, r.steps_done});
     sources.insert(r.source);
   }
   if (sources.size() > 1)
@@ -607,9 +628,8 @@ FitRecord Database::fit(int64_t id) const {
 }
 
 std::vector<FitRecord> Database::fits(const std::optional<std::string>& sweep_name) const {
-  sql::Statement s(
-      *conn_,
-      fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery));
+  sql::Statement s(*conn_,
+                   fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery));
   s.bind(1, sweep_name);
   std::vector<FitRecord> out;
   while (s.step()) out.push_back(read_fit(s));

@@ -446,9 +446,8 @@ TEST_P(StoreTest, ConcurrentClaimersNeverShareARun) {
   c.budgets = {1e11, 1e12, 1e13};
   c.points_per_budget = 4;
   c.experts = {1, 2, 4, 8};
-  const size_t planned = Database(where, Database::Mode::create_if_missing)
-                             .save_plan(c, plan_sweep(c))
-                             .added;
+  const size_t planned =
+      Database(where, Database::Mode::create_if_missing).save_plan(c, plan_sweep(c)).added;
   ASSERT_GE(planned, 30u);
   constexpr int kWorkers = 6;
   std::vector<std::vector<RunRecord>> claimed(kWorkers);
@@ -505,8 +504,8 @@ void fill(Database& db) {
   const RunRecord a = *db.claim_run("s", o);
   db.record_metric(a.claim(), {a.id, 10, 1000, "train", 3.141592653589793, 1e-3, 0.1 + 0.2, 5e4,
                                std::nullopt, 1.0 / 3, "[[0.25,0.75]]"});
-  db.record_metric(a.claim(), {a.id, 10, 1000, "val", 3.3, std::nullopt, std::nullopt,
-                               std::nullopt, 4.9, 2.5e-310, ""});
+  db.record_metric(a.claim(), {a.id, 10, 1000, "val", 3.3, std::nullopt, std::nullopt, std::nullopt,
+                               4.9, 2.5e-310, ""});
   db.finish_run(a.claim(), RunStatus::done, 2.718281828459045, 12.5, 20, "");
   const RunRecord b = *db.claim_run("s", o);
   db.record_metric(b.claim(), {b.id, 5, 500, "train", 4.0, 1e-4, 0, 1e5, std::nullopt, 0.5, ""});
@@ -517,9 +516,9 @@ void fill(Database& db) {
   db.save_plan(sim, plan_sweep(sim));
   const auto sim_runs = db.runs("sim", RunStatus::planned);
   db.record_simulated("sim", {{sim_runs[0].id, 2.5}, {sim_runs[1].id, 2.25}});
-  db.import_observations("ext", "x.csv",
-                         {{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"},
-                          {4e6, 8e6, 8e7, 8, 2, 0.5, 2.7, "", "row 3"}});
+  db.import_observations(
+      "ext", "x.csv",
+      {{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"}, {4e6, 8e6, 8e7, 8, 2, 0.5, 2.7, "", "row 3"}});
   const int64_t gone = db.save_fit("s", "chinchilla", "all", "{}");
   db.save_fit("s", "chinchilla", "router=topk,E=4",
               R"({"params":{"E":1.69,"A":406.4},"bootstrap":[[1.7,400.1],[1.68,410.2]]})");
@@ -570,7 +569,8 @@ class PostgreSQLStoreTest : public StoreFixture, public ::testing::Test {
 TEST_F(PostgreSQLStoreTest, RefusesADatabaseOfAnotherProgramOrANewerSchema) {
   PostgresServer& server = *PostgresServer::get();
   const std::string foreign = location(Backend::postgresql, "foreign");
-  server.exec(database_of(foreign), "CREATE TABLE people(name TEXT); INSERT INTO people VALUES('ada')");
+  server.exec(database_of(foreign),
+              "CREATE TABLE people(name TEXT); INSERT INTO people VALUES('ada')");
   try {
     Database db(foreign, Database::Mode::create_if_missing);
     ADD_FAILURE() << "a foreign database was accepted";
@@ -591,8 +591,8 @@ TEST_F(PostgreSQLStoreTest, RefusesADatabaseOfAnotherProgramOrANewerSchema) {
 }
 
 TEST_F(PostgreSQLStoreTest, ABadUrlSaysWhatToFixAndHidesThePassword) {
-  const std::string url = "postgresql://someone:s3cret@/nowhere?host=" + path("no-socket-here") +
-                          "&port=1";
+  const std::string url =
+      "postgresql://someone:s3cret@/nowhere?host=" + path("no-socket-here") + "&port=1";
   try {
     Database db(url, Database::Mode::must_exist);
     ADD_FAILURE() << "connected to nothing";

@@ -223,7 +223,8 @@ void PostgresServer::exec(const std::string& database, const std::string& sql) {
   Conn c{PQconnectdb(url(database).c_str())};
   if (PQstatus(c.c) != CONNECTION_OK)
     throw std::runtime_error(std::string("cannot connect: ") + PQerrorMessage(c.c));
-  PQsetNoticeProcessor(c.c, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      c.c, [](void*, const char*) {}, nullptr);
   PGresult* r = PQexec(c.c, sql.c_str());
   const auto status = PQresultStatus(r);
   const std::string message = PQresultErrorMessage(r);
