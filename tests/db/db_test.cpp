@@ -22,6 +22,9 @@ namespace fs = std::filesystem;
 using testing::PostgresServer;
 
 enum class Backend { sqlite, postgresql };
+void PrintTo(Backend b, std::ostream* os) {
+  *os << (b == Backend::sqlite ? "SQLite" : "PostgreSQL");
+}
 
 // What every store test needs: a temp dir, sweep configs, owners, and fresh store
 // locations of one backend.

@@ -50,7 +50,8 @@ std::string g_why_not;
 
 // The newest /usr/lib/postgresql/N/bin with initdb, or $MOESCALE_PG_BINDIR.
 std::string find_server_binaries() {
-  if (const char* dir = std::getenv("MOESCALE_PG_BINDIR"); dir && *dir) return dir;
+  if (const char* dir = std::getenv("MOESCALE_PG_BINDIR"); dir && *dir)
+    return fs::exists(fs::path(dir) / "initdb") ? dir : "";
   std::string best;
   int best_version = -1;
   std::error_code ec;
