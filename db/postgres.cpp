@@ -138,10 +138,13 @@ class PostgresConnection final : public Connection {
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
       const std::string why = trimmed(conn_ ? PQerrorMessage(conn_) : "out of memory");
       PQfinish(conn_);
+      const bool no_database = why.find("database") != std::string::npos &&
+                               why.find("does not exist") != std::string::npos;
       throw std::runtime_error(fmt::format(
-          "cannot connect to the PostgreSQL store {}: {}; check the URL "
-          "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE) and that the server runs",
-          name_, why));
+          "cannot connect to the PostgreSQL store {}: {}; {}", name_, why,
+          no_database ? "create the database first (createdb NAME, or CREATE DATABASE NAME)"
+                      : "check the URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE) and "
+                        "that the server runs"));
     }
     // Notices (e.g. of DDL) are not for the user's terminal.
     PQsetNoticeProcessor(

@@ -100,6 +100,9 @@ std::string location_for_messages(const std::string& url) {
   return out;
 }
 
+static_assert(static_cast<int>(Database::Mode::read_only) ==
+              static_cast<int>(sql::OpenMode::read_only));
+
 Database::Database(const std::string& location, Mode mode) : path_(location) {
   const auto m = static_cast<sql::OpenMode>(mode);
   conn_ = is_server_location(location) ? sql::open_postgresql(location, m)
