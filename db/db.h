@@ -11,9 +11,12 @@
 // (statement.h), which also holds the few SQL fragments that differ. Both carry the
 // same tables, schema version and store identity; `db copy` moves a store from one
 // to the other (copy_into). On PostgreSQL a fresh store is created directly at the
-// current schema; concurrent claims use SELECT … FOR UPDATE SKIP LOCKED, and every
-// fenced write is an UPDATE naming the claim generation, so the fencing below holds
-// across machines as it does across processes on SQLite.
+// current schema (its version in a one-row moescale_schema table, standing in for
+// SQLite's user_version); concurrent claims use SELECT … FOR UPDATE SKIP LOCKED, and
+// every fenced write is an UPDATE naming the claim generation, so the fencing below
+// holds across machines as it does across processes on SQLite. The URL is libpq's:
+// its environment (PGHOST, PGUSER, PGPASSWORD, ~/.pgpass) fills in what it leaves
+// out, which keeps passwords off command lines that workers and job scripts repeat.
 #pragma once
 
 #include <cstdint>
