@@ -241,9 +241,9 @@ std::string safe_folder_name(const std::string& name) {
 
 std::string checkpoint_dir(const TrainArgs& a, const std::string& db_path, const RunRecord& r) {
   // A server store has no folder: its workers share the one they start in.
-  const fs::path beside = is_server_location(db_path) ? fs::absolute("checkpoints")
-                                                      : fs::absolute(db_path).parent_path() /
-                                                            "checkpoints";
+  const fs::path beside = is_server_location(db_path)
+                              ? fs::absolute("checkpoints")
+                              : fs::absolute(db_path).parent_path() / "checkpoints";
   const fs::path root = a.checkpoints.empty() ? beside : fs::path(a.checkpoints);
   return (root / safe_folder_name(r.sweep) / safe_folder_name(r.key)).string();
 }
