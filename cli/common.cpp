@@ -9,7 +9,10 @@
 namespace moescale::cli {
 
 void add_db_option(CLI::App* cmd, std::string& path) {
-  cmd->add_option("--db", path, "database file")->default_str("$MOESCALE_DB or moescale.db");
+  cmd->add_option("--db", path,
+                  "store: a SQLite file, or a PostgreSQL server as "
+                  "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+      ->default_str("$MOESCALE_DB or moescale.db");
 }
 
 std::string fit_group_name(const std::string& router, double experts) {

@@ -13,7 +13,7 @@
 
 namespace moescale::cli {
 
-// --db PATH; empty means $MOESCALE_DB or moescale.db (default_database_path).
+// --db PATH or URL; empty means $MOESCALE_DB or moescale.db (default_database_path).
 void add_db_option(CLI::App* cmd, std::string& path);
 
 // The group a `fit --per-group` fit is stored under, e.g. "router=topk,E=4";

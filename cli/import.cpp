@@ -43,11 +43,12 @@ void run_import(const ImportArgs& a) {
     fmt::print("{}\n", nlohmann::json{{"sweep", a.sweep},
                                       {"rows", rows.size()},
                                       {"already_there", saved.already_there},
-                                      {"db", path}}
+                                      {"db", location_for_messages(path)}}
                            .dump(2));
     return;
   }
-  fmt::print("imported {} rows from {} into sweep '{}' ({})\n", rows.size(), a.csv, a.sweep, path);
+  fmt::print("imported {} rows from {} into sweep '{}' ({})\n", rows.size(), a.csv, a.sweep,
+             location_for_messages(path));
   if (saved.already_there > 0)
     fmt::print(stderr, "note: {} of them equal rows the sweep already held (--append)\n",
                saved.already_there);

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   add_data_command(app);
   add_laws_command(app);
   add_rm_command(app);
+  add_db_command(app);
   add_simulate_command(app);
   add_version_command(app);
   return run_app(app, argc, argv);

@@ -74,7 +74,8 @@ void run_plan(const PlanArgs& a) {
   if (a.dry_run)
     fmt::print("dry run: nothing written\n");
   else
-    fmt::print("{} new runs, {} already planned, in {}\n", saved.added, saved.existing, db_path);
+    fmt::print("{} new runs, {} already planned, in {}\n", saved.added, saved.existing,
+               location_for_messages(db_path));
 }
 
 Router router_of(const FitRecord& record, const SweepConfig& config) {

@@ -46,7 +46,7 @@ void remove_sweep(const RmArgs& a) {
     fmt::print(stderr, "warning: {} run{} of sweep '{}' {} being trained right now\n", running,
                running == 1 ? "" : "s", a.sweep, running == 1 ? "is" : "are");
   confirm(fmt::format("{} sweep '{}' ({} runs, {} fits) from {}", sweep.kind, a.sweep,
-                      runs > 0 ? std::to_string(runs) : "its", fits, db.path()),
+                      runs > 0 ? std::to_string(runs) : "its", fits, db.display_name()),
           a.yes);
   const auto removed = db.remove_sweep(a.sweep);
   fmt::print("removed sweep '{}': {} runs, {} imported rows, {} fits\n", a.sweep, removed.runs,

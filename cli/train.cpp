@@ -240,8 +240,11 @@ std::string safe_folder_name(const std::string& name) {
 }
 
 std::string checkpoint_dir(const TrainArgs& a, const std::string& db_path, const RunRecord& r) {
-  const fs::path root = a.checkpoints.empty() ? fs::absolute(db_path).parent_path() / "checkpoints"
-                                              : fs::path(a.checkpoints);
+  // A server store has no folder: its workers share the one they start in.
+  const fs::path beside = is_server_location(db_path)
+                              ? fs::absolute("checkpoints")
+                              : fs::absolute(db_path).parent_path() / "checkpoints";
+  const fs::path root = a.checkpoints.empty() ? beside : fs::path(a.checkpoints);
   return (root / safe_folder_name(r.sweep) / safe_folder_name(r.key)).string();
 }
 
@@ -583,7 +586,7 @@ void add_train_command(CLI::App& app) {
       ->default_val(1);
   cmd->add_option("--data", args->data, "token folder, instead of the one the sweep names");
   cmd->add_option("--checkpoints", args->checkpoints, "checkpoint folder")
-      ->default_str("checkpoints/ next to the database");
+      ->default_str("checkpoints/ next to the database (in the working folder for a server)");
   cmd->add_option("--threads", args->threads,
                   "CPU threads per process (0: all cores, or a share of them when other "
                   "workers of this store train on this host)")

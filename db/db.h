@@ -1,6 +1,22 @@
-// moescale store: one SQLite file (WAL, foreign keys on) holding sweeps, runs,
-// training metrics, imported observations and fits. The only module with SQL.
-// Every write is one transaction; a foreign or newer file is refused untouched.
+// moescale store: sweeps, runs, training metrics, imported observations and fits.
+// The only module with SQL. Every write is one transaction; a foreign or newer
+// store is refused untouched.
+//
+// Two backends behind this one class, chosen by the location string:
+//  - a path: one SQLite file (WAL, foreign keys on), the embedded default;
+//  - postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or postgres://…, any libpq
+//    URL, e.g. ?host=/socket/dir): a PostgreSQL database, for many machines sharing
+//    a sweep, where SQLite's locks cannot be trusted (network file systems).
+// The store logic is written once (store.cpp) against a small private interface
+// (statement.h), which also holds the few SQL fragments that differ. Both carry the
+// same tables, schema version and store identity; `db copy` moves a store from one
+// to the other (copy_into). On PostgreSQL a fresh store is created directly at the
+// current schema (its version in a one-row moescale_schema table, standing in for
+// SQLite's user_version); concurrent claims use SELECT … FOR UPDATE SKIP LOCKED, and
+// every fenced write is an UPDATE naming the claim generation, so the fencing below
+// holds across machines as it does across processes on SQLite. The URL is libpq's:
+// its environment (PGHOST, PGUSER, PGPASSWORD, ~/.pgpass) fills in what it leaves
+// out, which keeps passwords off command lines that workers and job scripts repeat.
 #pragma once
 
 #include <cstdint>
@@ -12,9 +28,11 @@
 
 #include "planner/planner.h"
 
-struct sqlite3;
-
 namespace moescale {
+
+namespace sql {
+class Connection;
+}
 
 enum class RunStatus { planned, running, done, failed, diverged };
 std::string to_string(RunStatus s);
@@ -114,14 +132,22 @@ class Database {
   enum class Mode { create_if_missing, must_exist, read_only };
   static constexpr int kSchemaVersion = 3;
 
+  // `location` is a SQLite path or a postgresql:// URL (is_server_location).
   // Throws std::runtime_error with an actionable message for a missing,
-  // foreign, corrupt or newer-schema file, without touching it.
-  Database(const std::string& path, Mode mode);
+  // foreign, corrupt or newer-schema store, without touching it. On PostgreSQL,
+  // "missing" is a database without moescale's tables, and "foreign" one whose
+  // schema holds other tables (use another database, or another schema through
+  // the URL's options=-csearch_path%3DNAME).
+  Database(const std::string& location, Mode mode);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
 
+  // The location as given (it opens the same store again).
   const std::string& path() const { return path_; }
+  // The location for messages: a URL's password is left out.
+  const std::string& display_name() const;
+  bool is_server() const;
   int schema_version() const;
   // A random id made when the file was created: checkpoints name the store they
   // belong to, so a new database never resumes an old one's checkpoints.
@@ -197,18 +223,28 @@ class Database {
   FitRecord fit(int64_t id) const;
   std::vector<FitRecord> fits(const std::optional<std::string>& sweep) const;
 
+  // db copy: every row of every table (ids, store identity and all) into
+  // `destination`, which must hold no sweeps; one transaction there, read from one
+  // snapshot here. Returns the rows copied per table.
+  std::vector<std::pair<std::string, int64_t>> copy_into(Database& destination) const;
+  // The store's tables, and one table's rows as text ("col=value, …", NULL for
+  // null, reals in their shortest exact form) in key order: backends compare equal
+  // row for row when their stores hold the same data.
+  static std::vector<std::string> table_names();
+  std::vector<std::string> table_rows(const std::string& table) const;
+
  private:
-  class Transaction;
-  void open(int flags);
-  void close();
   void check_claim(const Claim& claim, std::optional<int64_t> steps_done);
-  void check_identity(bool existed);
-  void migrate();
+  int64_t count_sweeps() const;
   std::string path_;
-  sqlite3* handle_ = nullptr;
+  std::unique_ptr<sql::Connection> conn_;
 };
 
-// The database path: the flag if given, else $MOESCALE_DB, else moescale.db.
+// The store location: the flag if given, else $MOESCALE_DB, else moescale.db.
 std::string default_database_path(const std::string& flag);
+// True for postgresql:// and postgres:// URLs; anything else is a SQLite path.
+bool is_server_location(const std::string& location);
+// The location fit for messages and logs: a URL's password is left out.
+std::string location_for_messages(const std::string& location);
 
 }  // namespace moescale

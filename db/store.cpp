@@ -1,6 +1,5 @@
 // Typed queries over sweeps, runs, metrics, observations and fits.
 #include <signal.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,38 +69,81 @@ bool owner_provably_dead(const std::string& host, int64_t pid) {
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
 }
 
+std::string default_database_path(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("MOESCALE_DB"); env && *env) return env;
+  return "moescale.db";
+}
+
+bool is_server_location(const std::string& location) {
+  return location.starts_with("postgresql://") || location.starts_with("postgres://");
+}
+
+// postgresql://user:secret@host/db -> postgresql://user@host/db, and password=… dropped.
+std::string location_for_messages(const std::string& url) {
+  if (!is_server_location(url)) return url;
+  std::string out = url;
+  const auto scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    const auto start = scheme + 3;
+    const auto at = out.find('@', start);
+    const auto slash = out.find('/', start);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      const auto colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
+    }
+  }
+  if (const auto p = out.find("password="); p != std::string::npos) {
+    const auto end = out.find('&', p);
+    out.erase(p, end == std::string::npos ? std::string::npos : end - p + 1);
+  }
+  return out;
+}
+
+static_assert(static_cast<int>(Database::Mode::read_only) ==
+              static_cast<int>(sql::OpenMode::read_only));
+
+Database::Database(const std::string& location, Mode mode) : path_(location) {
+  const auto m = static_cast<sql::OpenMode>(mode);
+  conn_ = is_server_location(location) ? sql::open_postgresql(location, m)
+                                       : sql::open_sqlite(location, m);
+}
+
+Database::~Database() = default;
+
+const std::string& Database::display_name() const {
+  return conn_->name();
+}
+
+bool Database::is_server() const {
+  return conn_->engine() == sql::Engine::postgresql;
+}
+
+int Database::schema_version() const {
+  return conn_->schema_version();
+}
+
+std::string Database::store_identity() const {
+  sql::Statement s(*conn_, "SELECT identity FROM store WHERE only_row = 1");
+  if (!s.step()) throw std::runtime_error(fmt::format("{} has no store identity", conn_->name()));
+  return s.text(0);
+}
+
 bool RunRecord::stale(double stale_after) const {
   if (status != RunStatus::running) return false;
   if (owner_provably_dead(owner_host, owner_pid)) return true;
   return !heartbeat_age || *heartbeat_age > stale_after;
 }
 
-// Commits when committed, rolls back otherwise: nothing is half-written.
-class Database::Transaction {
- public:
-  explicit Transaction(sqlite3* db) : db_(db) { sql::exec(db_, "BEGIN IMMEDIATE", "starting"); }
-  ~Transaction() {
-    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  void commit() {
-    sql::exec(db_, "COMMIT", "committing");
-    done_ = true;
-  }
-
- private:
-  sqlite3* db_;
-  bool done_ = false;
-};
-
 namespace {
 
-constexpr const char* kRunColumns =
-    "r.id, r.sweep_id, s.name, r.key, r.spec, r.compute_6n, r.compute_full, r.est_seconds, "
-    "r.budget, r.status, r.worker, r.heartbeat, r.created_at, r.started_at, r.finished_at, "
-    "r.final_loss, r.wall_seconds, r.steps_done, r.error, r.claim, r.owner_host, r.owner_pid, "
-    "r.owner_job, r.owner_threads, r.source, "
-    "CASE WHEN r.heartbeat = '' THEN NULL "
-    "ELSE (julianday('now') - julianday(r.heartbeat)) * 86400.0 END";
+std::string run_columns(const sql::Dialect& d) {
+  return "r.id, r.sweep_id, s.name, r.key, r.spec, r.compute_6n, r.compute_full, "
+         "r.est_seconds, r.budget, r.status, r.worker, r.heartbeat, r.created_at, r.started_at, "
+         "r.finished_at, r.final_loss, r.wall_seconds, r.steps_done, r.error, r.claim, "
+         "r.owner_host, r.owner_pid, r.owner_job, r.owner_threads, r.source, " +
+         d.age_seconds("r.heartbeat");
+}
 
 RunRecord read_run(const sql::Statement& s) {
   RunRecord r;
@@ -148,13 +190,11 @@ SweepRecord read_sweep(const sql::Statement& s) {
   return {s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4)};
 }
 
-constexpr const char* kNow = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
-
 }  // namespace
 
 Database::PlanSaved Database::save_plan(const SweepConfig& config,
                                         const std::vector<PlannedRun>& runs) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   PlanSaved saved;
   if (auto existing = find_sweep(config.name)) {
     if (existing->kind != "planned")
@@ -162,23 +202,22 @@ Database::PlanSaved Database::save_plan(const SweepConfig& config,
           fmt::format("sweep '{}' holds imported observations; give the planned sweep another name",
                       config.name));
     saved.sweep_id = existing->id;
-    sql::Statement(handle_, "UPDATE sweeps SET config = ?1 WHERE id = ?2")
+    sql::Statement(*conn_, "UPDATE sweeps SET config = ?1 WHERE id = ?2")
         .bind(1, config.text)
         .bind(2, saved.sweep_id)
         .run();
   } else {
-    sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'planned', ?2)")
-        .bind(1, config.name)
-        .bind(2, config.text)
-        .run();
-    saved.sweep_id = sqlite3_last_insert_rowid(handle_);
+    sql::Statement insert(
+        *conn_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'planned', ?2) RETURNING id");
+    insert.bind(1, config.name).bind(2, config.text);
+    saved.sweep_id = insert.returned_integer();
   }
-  sql::Statement insert(handle_,
-                        "INSERT OR IGNORE INTO runs(sweep_id, key, spec, router, experts, top_k, "
+  sql::Statement insert(*conn_,
+                        "INSERT INTO runs(sweep_id, key, spec, router, experts, top_k, "
                         "d_model, n_layers, n_active, n_total, n_embedding, tokens, compute_6n, "
                         "compute_full, est_seconds, budget) "
                         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
-                        "?15, ?16)");
+                        "?15, ?16) ON CONFLICT DO NOTHING");
   for (const PlannedRun& r : runs) {
     const ModelShape& s = r.spec.shape;
     insert.bind(1, saved.sweep_id).bind(2, r.spec.key()).bind(3, to_json(r.spec));
@@ -187,23 +226,21 @@ Database::PlanSaved Database::save_plan(const SweepConfig& config,
     insert.bind(10, r.params.total).bind(11, r.params.embedding).bind(12, r.spec.tokens);
     insert.bind(13, r.compute_6n).bind(14, r.compute_full).bind(15, r.est_seconds);
     insert.bind(16, r.budget);
-    insert.run();
-    (sqlite3_changes(handle_) > 0 ? saved.added : saved.existing)++;
+    (insert.run() > 0 ? saved.added : saved.existing)++;
   }
   tx.commit();
   return saved;
 }
 
 std::vector<SweepRecord> Database::sweeps() const {
-  sql::Statement s(handle_, "SELECT id, name, kind, config, created_at FROM sweeps ORDER BY id");
+  sql::Statement s(*conn_, "SELECT id, name, kind, config, created_at FROM sweeps ORDER BY id");
   std::vector<SweepRecord> out;
   while (s.step()) out.push_back(read_sweep(s));
   return out;
 }
 
 std::optional<SweepRecord> Database::find_sweep(const std::string& name) const {
-  sql::Statement s(handle_,
-                   "SELECT id, name, kind, config, created_at FROM sweeps WHERE name = ?1");
+  sql::Statement s(*conn_, "SELECT id, name, kind, config, created_at FROM sweeps WHERE name = ?1");
   s.bind(1, name);
   if (!s.step()) return std::nullopt;
   return read_sweep(s);
@@ -213,8 +250,8 @@ SweepRecord Database::sweep(const std::string& name) const {
   if (auto s = find_sweep(name)) return *s;
   std::string known;
   for (const auto& s : sweeps()) known += (known.empty() ? "" : ", ") + s.name;
-  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name, path_,
-                                       known.empty() ? "none" : known));
+  throw std::runtime_error(fmt::format("no sweep named '{}' in {}; known sweeps: {}", name,
+                                       conn_->name(), known.empty() ? "none" : known));
 }
 
 std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_name,
@@ -224,8 +261,8 @@ std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_na
       "SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
       "WHERE (?1 IS NULL OR s.name = ?1) AND (?2 IS NULL OR r.status = ?2) "
       "ORDER BY s.id, r.budget, r.experts, r.router, r.n_active, r.id",
-      kRunColumns);
-  sql::Statement s(handle_, text.c_str());
+      run_columns(sql::Dialect{conn_->engine()}));
+  sql::Statement s(*conn_, text);
   s.bind(1, sweep_name);
   s.bind(2, status ? std::optional<std::string>(to_string(*status)) : std::nullopt);
   std::vector<RunRecord> out;
@@ -234,52 +271,62 @@ std::vector<RunRecord> Database::runs(const std::optional<std::string>& sweep_na
 }
 
 RunRecord Database::run(int64_t id) const {
-  const std::string text = fmt::format(
-      "SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?1", kRunColumns);
-  sql::Statement s(handle_, text.c_str());
+  const std::string text =
+      fmt::format("SELECT {} FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?1",
+                  run_columns(sql::Dialect{conn_->engine()}));
+  sql::Statement s(*conn_, text);
   s.bind(1, id);
-  if (!s.step()) throw std::runtime_error(fmt::format("no run with id {} in {}", id, path_));
+  if (!s.step())
+    throw std::runtime_error(fmt::format("no run with id {} in {}", id, conn_->name()));
   return read_run(s);
 }
 
 std::optional<RunRecord> Database::claim_run(const std::string& sweep_name, const RunOwner& owner,
                                              std::optional<int64_t> run_id, double stale_seconds,
                                              bool retry_failed) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   const SweepRecord sw = sweep(sweep_name);
   // Runs whose owner died on this host go back to planned at once, with a word why.
-  sql::Statement held(handle_,
-                      "SELECT id, owner_pid, worker FROM runs WHERE sweep_id = ?1 AND "
+  sql::Statement held(*conn_,
+                      "SELECT id, owner_pid, worker, claim FROM runs WHERE sweep_id = ?1 AND "
                       "status = 'running' AND owner_host = ?2 AND owner_host != ''");
   held.bind(1, sw.id).bind(2, owner.host);
-  std::vector<std::pair<int64_t, std::string>> orphaned;
+  struct Orphan {
+    int64_t id, generation;
+    std::string worker;
+  };
+  std::vector<Orphan> orphaned;
   while (held.step())
     if (owner_provably_dead(owner.host, held.integer(1)))
-      orphaned.emplace_back(held.integer(0), held.text(2));
-  for (const auto& [id, worker] : orphaned)
-    sql::Statement(
-        handle_, "UPDATE runs SET status = 'planned', claim = claim + 1, error = ?2 WHERE id = ?1")
-        .bind(1, id)
-        .bind(2, fmt::format("taken back: its worker {} is gone", worker))
+      orphaned.push_back({held.integer(0), held.integer(3), held.text(2)});
+  // Named by generation: on PostgreSQL another claimer may have taken it back and
+  // claimed it meanwhile, and that claim must stand.
+  for (const Orphan& o : orphaned)
+    sql::Statement(*conn_,
+                   "UPDATE runs SET status = 'planned', claim = claim + 1, error = ?2 WHERE id = "
+                   "?1 AND claim = ?3 AND status = 'running'")
+        .bind(1, o.id)
+        .bind(2, fmt::format("taken back: its worker {} is gone", o.worker))
+        .bind(3, o.generation)
         .run();
+  const sql::Dialect d{conn_->engine()};
   sql::Statement pick(
-      handle_,
-      "SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
-      "(status = 'planned' OR (?4 AND status = 'failed') OR (status = 'running' AND "
-      " (heartbeat = '' OR (julianday('now') - julianday(heartbeat)) * 86400.0 > ?3))) "
-      "ORDER BY budget, n_active, experts, router, id LIMIT 1");
+      *conn_, fmt::format("SELECT id FROM runs WHERE sweep_id = ?1 AND (?2 IS NULL OR id = ?2) AND "
+                          "(status = 'planned' OR (?4 != 0 AND status = 'failed') OR "
+                          "(status = 'running' AND (heartbeat = '' OR {} > ?3))) "
+                          "ORDER BY budget, n_active, experts, router, id LIMIT 1{}",
+                          d.age_seconds("heartbeat"), d.lock_skip_locked()));
   pick.bind(1, sw.id).bind(2, run_id).bind(3, stale_seconds).bind(4, retry_failed ? 1 : 0);
   if (!pick.step()) {
     tx.commit();  // keep what was taken back from dead owners
     return std::nullopt;
   }
   const int64_t id = pick.integer(0);
-  sql::Statement(handle_,
+  sql::Statement(*conn_,
                  fmt::format("UPDATE runs SET status = 'running', worker = ?1, heartbeat = {0}, "
                              "started_at = {0}, error = '', claim = claim + 1, owner_host = ?3, "
                              "owner_pid = ?4, owner_job = ?5, owner_threads = ?6 WHERE id = ?2",
-                             kNow)
-                     .c_str())
+                             d.now()))
       .bind(1, owner.label())
       .bind(2, id)
       .bind(3, owner.host)
@@ -294,21 +341,22 @@ std::optional<RunRecord> Database::claim_run(const std::string& sweep_name, cons
 
 // Inside a transaction: refreshes the heartbeat if the claim still holds, else throws.
 void Database::check_claim(const Claim& claim, std::optional<int64_t> steps_done) {
-  sql::Statement(handle_,
-                 fmt::format("UPDATE runs SET heartbeat = {}, steps_done = max(steps_done, "
-                             "coalesce(?3, steps_done)) WHERE id = ?1 AND claim = ?2 AND "
-                             "status = 'running'",
-                             kNow)
-                     .c_str())
-      .bind(1, claim.run_id)
-      .bind(2, claim.generation)
-      .bind(3, steps_done)
-      .run();
-  if (sqlite3_changes(handle_) > 0) return;
+  const int64_t refreshed =
+      sql::Statement(*conn_,
+                     fmt::format("UPDATE runs SET heartbeat = {}, steps_done = CASE WHEN ?3 > "
+                                 "steps_done THEN ?3 ELSE steps_done END WHERE id = ?1 AND "
+                                 "claim = ?2 AND status = 'running'",
+                                 sql::Dialect{conn_->engine()}.now()))
+          .bind(1, claim.run_id)
+          .bind(2, claim.generation)
+          .bind(3, steps_done)
+          .run();
+  if (refreshed > 0) return;
   std::string who = "it is no longer running";
-  sql::Statement s(handle_, "SELECT status, worker, claim FROM runs WHERE id = ?1");
+  sql::Statement s(*conn_, "SELECT status, worker, claim FROM runs WHERE id = ?1");
   s.bind(1, claim.run_id);
-  if (!s.step()) throw LostClaim(fmt::format("run {} is gone from {}", claim.run_id, path_));
+  if (!s.step())
+    throw LostClaim(fmt::format("run {} is gone from {}", claim.run_id, conn_->name()));
   if (s.integer(2) != claim.generation)
     who =
         fmt::format("it was claimed again by {}", s.text(1).empty() ? "another worker" : s.text(1));
@@ -317,12 +365,16 @@ void Database::check_claim(const Claim& claim, std::optional<int64_t> steps_done
 }
 
 void Database::record_metric(const Claim& claim, const MetricRecord& m) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   check_claim(claim, m.step);
-  sql::Statement(handle_,
-                 "INSERT OR REPLACE INTO metrics(run_id, step, split, tokens, loss, lr, "
-                 "aux_loss, tokens_per_s, bits_per_byte, elapsed_s, expert_load) "
-                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+  sql::Statement(*conn_,
+                 "INSERT INTO metrics(run_id, step, split, tokens, loss, lr, aux_loss, "
+                 "tokens_per_s, bits_per_byte, elapsed_s, expert_load) "
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                 "ON CONFLICT(run_id, step, split) DO UPDATE SET tokens = excluded.tokens, "
+                 "loss = excluded.loss, lr = excluded.lr, aux_loss = excluded.aux_loss, "
+                 "tokens_per_s = excluded.tokens_per_s, bits_per_byte = excluded.bits_per_byte, "
+                 "elapsed_s = excluded.elapsed_s, expert_load = excluded.expert_load")
       .bind(1, claim.run_id)
       .bind(2, m.step)
       .bind(3, m.split)
@@ -339,20 +391,19 @@ void Database::record_metric(const Claim& claim, const MetricRecord& m) {
 }
 
 void Database::heartbeat(const Claim& claim) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   check_claim(claim, std::nullopt);
   tx.commit();
 }
 
 void Database::finish_run(const Claim& claim, RunStatus status, std::optional<double> final_loss,
                           double wall_seconds, int64_t steps_done, const std::string& error) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   check_claim(claim, std::nullopt);
-  sql::Statement(handle_,
+  sql::Statement(*conn_,
                  fmt::format("UPDATE runs SET status = ?2, final_loss = ?3, wall_seconds = ?4, "
                              "steps_done = ?5, error = ?6, finished_at = {} WHERE id = ?1",
-                             kNow)
-                     .c_str())
+                             sql::Dialect{conn_->engine()}.now()))
       .bind(1, claim.run_id)
       .bind(2, to_string(status))
       .bind(3, final_loss)
@@ -364,9 +415,9 @@ void Database::finish_run(const Claim& claim, RunStatus status, std::optional<do
 }
 
 void Database::release_run(const Claim& claim, int64_t steps_done, const std::string& error) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   check_claim(claim, std::nullopt);
-  sql::Statement(handle_,
+  sql::Statement(*conn_,
                  "UPDATE runs SET status = 'planned', worker = '', owner_host = '', owner_pid = 0, "
                  "owner_job = '', owner_threads = 0, steps_done = ?2, error = ?3 WHERE id = ?1")
       .bind(1, claim.run_id)
@@ -378,19 +429,17 @@ void Database::release_run(const Claim& claim, int64_t steps_done, const std::st
 
 void Database::record_simulated(const std::string& sweep_name,
                                 const std::vector<std::pair<int64_t, double>>& losses) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   const SweepRecord sw = sweep(sweep_name);
   sql::Statement update(
-      handle_, fmt::format("UPDATE runs SET status = 'done', source = 'simulated', "
-                           "final_loss = ?3, wall_seconds = 0, steps_done = ?4, error = '', "
-                           "worker = 'simulate', finished_at = {} "
-                           "WHERE id = ?1 AND sweep_id = ?2 AND status = 'planned'",
-                           kNow)
-                   .c_str());
+      *conn_, fmt::format("UPDATE runs SET status = 'done', source = 'simulated', "
+                          "final_loss = ?3, wall_seconds = 0, steps_done = ?4, error = '', "
+                          "worker = 'simulate', finished_at = {} "
+                          "WHERE id = ?1 AND sweep_id = ?2 AND status = 'planned'",
+                          sql::Dialect{conn_->engine()}.now()));
   for (const auto& [id, loss] : losses) {
     update.bind(1, id).bind(2, sw.id).bind(3, loss).bind(4, run(id).plan.spec.steps());
-    update.run();
-    if (sqlite3_changes(handle_) != 1)
+    if (update.run() != 1)
       throw std::runtime_error(fmt::format(
           "run {} is not a planned run of sweep '{}'; nothing was recorded", id, sweep_name));
   }
@@ -398,7 +447,7 @@ void Database::record_simulated(const std::string& sweep_name,
 }
 
 Database::HostWorkers Database::active_workers(const std::string& host, int64_t except_pid) const {
-  sql::Statement s(handle_,
+  sql::Statement s(*conn_,
                    "SELECT owner_pid, max(owner_threads) FROM runs WHERE status = 'running' AND "
                    "owner_host = ?1 AND owner_pid != ?2 GROUP BY owner_pid");
   s.bind(1, host).bind(2, except_pid);
@@ -412,7 +461,7 @@ Database::HostWorkers Database::active_workers(const std::string& host, int64_t 
 }
 
 std::vector<MetricRecord> Database::metrics(int64_t run_id, const std::string& split) const {
-  sql::Statement s(handle_,
+  sql::Statement s(*conn_,
                    "SELECT run_id, step, tokens, split, loss, lr, aux_loss, tokens_per_s, "
                    "bits_per_byte, elapsed_s, expert_load FROM metrics "
                    "WHERE run_id = ?1 AND (?2 = '' OR split = ?2) ORDER BY step, split");
@@ -453,7 +502,7 @@ Database::ImportSaved Database::import_observations(const std::string& sweep_nam
                                                     const std::string& source,
                                                     const std::vector<ObservationRecord>& rows,
                                                     bool append) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   ImportSaved saved;
   if (auto existing = find_sweep(sweep_name)) {
     if (existing->kind != "imported")
@@ -461,16 +510,16 @@ Database::ImportSaved Database::import_observations(const std::string& sweep_nam
           fmt::format("sweep '{}' is a planned sweep; import into another sweep name", sweep_name));
     saved.sweep_id = existing->id;
   } else {
-    sql::Statement(handle_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'imported', '')")
-        .bind(1, sweep_name)
-        .run();
-    saved.sweep_id = sqlite3_last_insert_rowid(handle_);
+    sql::Statement insert(
+        *conn_, "INSERT INTO sweeps(name, kind, config) VALUES(?1, 'imported', '') RETURNING id");
+    insert.bind(1, sweep_name);
+    saved.sweep_id = insert.returned_integer();
   }
   sql::Statement seen(
-      handle_,
+      *conn_,
       "SELECT source, label FROM observations WHERE sweep_id = ?1 AND row_hash = ?2 "
       "LIMIT 1");
-  sql::Statement insert(handle_,
+  sql::Statement insert(*conn_,
                         "INSERT INTO observations(sweep_id, n_active, n_total, tokens, experts, "
                         "top_k, granularity, loss, label, source, row_hash) "
                         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
@@ -498,34 +547,33 @@ Database::ImportSaved Database::import_observations(const std::string& sweep_nam
 }
 
 Database::SweepRemoved Database::remove_sweep(const std::string& name) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   const SweepRecord sw = sweep(name);
   SweepRemoved removed;
   auto count = [&](const char* table) {
-    sql::Statement s(handle_,
-                     fmt::format("SELECT count(*) FROM {} WHERE sweep_id = ?1", table).c_str());
+    sql::Statement s(*conn_, fmt::format("SELECT count(*) FROM {} WHERE sweep_id = ?1", table));
     s.bind(1, sw.id);
     return s.step() ? static_cast<int>(s.integer(0)) : 0;
   };
   removed.runs = count("runs");
   removed.observations = count("observations");
   removed.fits = count("fits");
-  sql::Statement(handle_, "DELETE FROM sweeps WHERE id = ?1").bind(1, sw.id).run();
+  sql::Statement(*conn_, "DELETE FROM sweeps WHERE id = ?1").bind(1, sw.id).run();
   tx.commit();
   return removed;
 }
 
 void Database::remove_fit(int64_t id) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   fit(id);  // a clear error for an unknown id
-  sql::Statement(handle_, "DELETE FROM fits WHERE id = ?1").bind(1, id).run();
+  sql::Statement(*conn_, "DELETE FROM fits WHERE id = ?1").bind(1, id).run();
   tx.commit();
 }
 
 std::vector<ObservationRecord> Database::observations(const std::string& sweep_name) const {
   const SweepRecord sw = sweep(sweep_name);
   std::vector<ObservationRecord> out;
-  sql::Statement imported(handle_,
+  sql::Statement imported(*conn_,
                           "SELECT n_active, n_total, tokens, experts, top_k, granularity, loss, "
                           "label FROM observations WHERE sweep_id = ?1 ORDER BY id");
   imported.bind(1, sw.id);
@@ -537,11 +585,11 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
     if (!r.final_loss) continue;
     const ModelShape& s = r.plan.spec.shape;
-    out.push_back(
-        {static_cast<double>(r.plan.params.active), static_cast<double>(r.plan.params.total),
-         static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
-         static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key, r.source,
-         r.steps_done});
+    out.push_back({static_cast<double>(r.plan.params.active),
+                   static_cast<double>(r.plan.params.total),
+                   static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
+                   static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key,
+                   r.source, r.steps_done});
     sources.insert(r.source);
   }
   if (sources.size() > 1)
@@ -554,15 +602,12 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
 
 int64_t Database::save_fit(const std::string& sweep_name, const std::string& law,
                            const std::string& group, const std::string& result_json) {
-  Transaction tx(handle_);
+  sql::Transaction tx(*conn_);
   const SweepRecord sw = sweep(sweep_name);
-  sql::Statement(handle_, "INSERT INTO fits(sweep_id, law, grp, result) VALUES(?1, ?2, ?3, ?4)")
-      .bind(1, sw.id)
-      .bind(2, law)
-      .bind(3, group)
-      .bind(4, result_json)
-      .run();
-  const int64_t id = sqlite3_last_insert_rowid(handle_);
+  sql::Statement insert(
+      *conn_, "INSERT INTO fits(sweep_id, law, grp, result) VALUES(?1, ?2, ?3, ?4) RETURNING id");
+  insert.bind(1, sw.id).bind(2, law).bind(3, group).bind(4, result_json);
+  const int64_t id = insert.returned_integer();
   tx.commit();
   return id;
 }
@@ -577,18 +622,17 @@ constexpr const char* kFitQuery =
 }  // namespace
 
 FitRecord Database::fit(int64_t id) const {
-  sql::Statement s(handle_, fmt::format("{} WHERE f.id = ?1", kFitQuery).c_str());
+  sql::Statement s(*conn_, fmt::format("{} WHERE f.id = ?1", kFitQuery));
   s.bind(1, id);
   if (!s.step())
     throw std::runtime_error(fmt::format(
-        "no fit with id {} in {}; `moescale fit` prints the id of each fit", id, path_));
+        "no fit with id {} in {}; `moescale fit` prints the id of each fit", id, conn_->name()));
   return read_fit(s);
 }
 
 std::vector<FitRecord> Database::fits(const std::optional<std::string>& sweep_name) const {
-  sql::Statement s(
-      handle_,
-      fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery).c_str());
+  sql::Statement s(*conn_,
+                   fmt::format("{} WHERE (?1 IS NULL OR s.name = ?1) ORDER BY f.id", kFitQuery));
   s.bind(1, sweep_name);
   std::vector<FitRecord> out;
   while (s.step()) out.push_back(read_fit(s));

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   libceres-dev libeigen3-dev libsqlite3-dev libcli11-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev libopenblas0-pthread
   libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox dict-gcide zlib1g-dev
+  # the PostgreSQL store: libpq to build it, the server for its tests
+  libpq-dev postgresql
 )
 
 say() { [ -n "${MOESCALE_QUIET:-}" ] || echo "setup: $*" >&2; }

@@ -5,25 +5,53 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <thread>
+
+#include "tests/db/postgres_server.h"
 
 namespace moescale {
 namespace {
 namespace fs = std::filesystem;
+using testing::PostgresServer;
 
-class DbTest : public ::testing::Test {
+enum class Backend { sqlite, postgresql };
+void PrintTo(Backend b, std::ostream* os) {
+  *os << (b == Backend::sqlite ? "SQLite" : "PostgreSQL");
+}
+
+// What every store test needs: a temp dir, sweep configs, owners, and fresh store
+// locations of one backend.
+class StoreFixture {
  protected:
-  void SetUp() override {
+  void make_dir() {
     dir_ = fs::temp_directory_path() /
            ("moescale_db_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+            test_name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  static std::string test_name() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    return std::string(info->test_suite_name()) + "_" + info->name();
+  }
   std::string path(const std::string& name = "m.db") const { return (dir_ / name).string(); }
+
+  // A new, empty store location: a path in the temp dir, or a new database.
+  std::string location(Backend b, const std::string& name = "m.db") const {
+    if (b == Backend::sqlite) return path(name);
+    std::string db = "t_" + test_name() + "_" + name;
+    for (char& c : db) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
+    // Database names stop at 63 bytes: keep the distinct end.
+    if (db.size() > 63) db = db.substr(db.size() - 63);
+    return PostgresServer::get()->create_database(db);
+  }
 
   static SweepConfig config(const std::string& name = "s") {
     SweepConfig c;
@@ -62,8 +90,37 @@ class DbTest : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(DbTest, PlanningTwiceDoesNotDuplicateRuns) {
-  Database db(path(), Database::Mode::create_if_missing);
+// SQLite-only cases: files, headers, migrations of old files, folder permissions.
+class DbTest : public StoreFixture, public ::testing::Test {
+ protected:
+  void SetUp() override { make_dir(); }
+  void TearDown() override { fs::remove_all(dir_); }
+};
+
+// The cases every backend must pass, run once per backend. The PostgreSQL ones
+// use the test process's own server (postgres_server.h), skipped when absent.
+class StoreTest : public StoreFixture, public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::postgresql && !PostgresServer::get())
+      GTEST_SKIP() << PostgresServer::why_not();
+    make_dir();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string location(const std::string& name = "m.db") const {
+    return StoreFixture::location(GetParam(), name);
+  }
+};
+
+std::string backend_name(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::sqlite ? "sqlite" : "postgresql";
+}
+INSTANTIATE_TEST_SUITE_P(SQLite, StoreTest, ::testing::Values(Backend::sqlite), backend_name);
+INSTANTIATE_TEST_SUITE_P(PostgreSQL, StoreTest, ::testing::Values(Backend::postgresql),
+                         backend_name);
+
+TEST_P(StoreTest, PlanningTwiceDoesNotDuplicateRuns) {
+  Database db(location(), Database::Mode::create_if_missing);
   EXPECT_EQ(db.schema_version(), Database::kSchemaVersion);
   const auto runs = plan_sweep(config());
   const auto first = db.save_plan(config(), runs);
@@ -120,8 +177,8 @@ TEST_F(DbTest, MigratesAnOlderSchemaForward) {
   EXPECT_GT(db.save_fit("s", "chinchilla", "all", "{}"), 0);
 }
 
-TEST_F(DbTest, ClaimsEachRunOnceAndReclaimsStaleOnes) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, ClaimsEachRunOnceAndReclaimsStaleOnes) {
+  Database db(location(), Database::Mode::create_if_missing);
   const size_t n = db.save_plan(config(), plan_sweep(config())).added;
   std::set<int64_t> claimed;
   for (size_t i = 0; i < n; ++i) {
@@ -143,8 +200,8 @@ TEST_F(DbTest, ClaimsEachRunOnceAndReclaimsStaleOnes) {
   EXPECT_EQ(retried->error, "");
 }
 
-TEST_F(DbTest, MetricsFinishAndRelease) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, MetricsFinishAndRelease) {
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   const RunRecord r = *db.claim_run("s", remote("w"));
   db.record_metric(
@@ -170,8 +227,8 @@ TEST_F(DbTest, MetricsFinishAndRelease) {
   EXPECT_DOUBLE_EQ(obs[0].n_active, static_cast<double>(done.plan.params.active));
 }
 
-TEST_F(DbTest, ImportsAllOrNothingAndKeepsKindsApart) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, ImportsAllOrNothingAndKeepsKindsApart) {
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   std::vector<ObservationRecord> rows{{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"},
                                       {4e6, 4e6, 8e7, 1, 1, 1, 2.7, "", "row 3"}};
@@ -184,8 +241,8 @@ TEST_F(DbTest, ImportsAllOrNothingAndKeepsKindsApart) {
   EXPECT_THROW(db.sweep("nope"), std::runtime_error);
 }
 
-TEST_F(DbTest, FitsAreStoredAndFound) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, FitsAreStoredAndFound) {
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   const int64_t id = db.save_fit("s", "chinchilla", "router=topk,E=4", "{\"a\":1}");
   EXPECT_EQ(db.fit(id).result, "{\"a\":1}");
@@ -203,20 +260,22 @@ namespace {
 
 class DbRobustTest : public DbTest {};
 
-TEST_F(DbRobustTest, EveryStoreHasItsOwnIdentity) {
+TEST_P(StoreTest, EveryStoreHasItsOwnIdentity) {
+  const std::string a = location("a.db"), b = location("b.db");
   std::string first, second;
   {
-    Database db(path("a.db"), Database::Mode::create_if_missing);
+    Database db(a, Database::Mode::create_if_missing);
     first = db.store_identity();
   }
   EXPECT_EQ(first.size(), 32u);
-  EXPECT_EQ(Database(path("a.db"), Database::Mode::must_exist).store_identity(), first);
-  second = Database(path("b.db"), Database::Mode::create_if_missing).store_identity();
+  EXPECT_EQ(first.find_first_not_of("0123456789abcdef"), std::string::npos) << first;
+  EXPECT_EQ(Database(a, Database::Mode::must_exist).store_identity(), first);
+  second = Database(b, Database::Mode::create_if_missing).store_identity();
   EXPECT_NE(first, second);
 }
 
-TEST_F(DbRobustTest, WritesOfAnOwnerWhoseRunWasClaimedAgainAreRefused) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, WritesOfAnOwnerWhoseRunWasClaimedAgainAreRefused) {
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   const RunRecord mine = *db.claim_run("s", remote("a"));
   const MetricRecord m{mine.id, 10, 1000, "train", 3.5, 1e-3, 0.01, 5e4, std::nullopt, 1.0, ""};
@@ -240,8 +299,8 @@ TEST_F(DbRobustTest, WritesOfAnOwnerWhoseRunWasClaimedAgainAreRefused) {
   EXPECT_EQ(db.run(mine.id).status, RunStatus::done);
 }
 
-TEST_F(DbRobustTest, RunsOfADeadOwnerOnThisHostAreTakenBackAtOnce) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, RunsOfADeadOwnerOnThisHostAreTakenBackAtOnce) {
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   // A child that exits at once: its pid is certainly gone after waitpid.
   const pid_t child = fork();
@@ -267,7 +326,7 @@ TEST_F(DbRobustTest, RunsOfADeadOwnerOnThisHostAreTakenBackAtOnce) {
   EXPECT_EQ(db.active_workers(dead.host, getpid()).processes, 0);
 }
 
-TEST_F(DbRobustTest, OwnerRecordsSlurmJobAndTask) {
+TEST_P(StoreTest, OwnerRecordsSlurmJobAndTask) {
   setenv("SLURM_JOB_ID", "4242", 1);
   setenv("SLURM_ARRAY_TASK_ID", "3", 1);
   unsetenv("SLURM_ARRAY_JOB_ID");
@@ -276,7 +335,7 @@ TEST_F(DbRobustTest, OwnerRecordsSlurmJobAndTask) {
   unsetenv("SLURM_ARRAY_TASK_ID");
   EXPECT_EQ(o.job, "4242_3");
   EXPECT_NE(o.label().find("slurm 4242_3"), std::string::npos);
-  Database db(path(), Database::Mode::create_if_missing);
+  Database db(location(), Database::Mode::create_if_missing);
   db.save_plan(config(), plan_sweep(config()));
   const RunRecord r = *db.claim_run("s", o);
   EXPECT_EQ(r.owner_job, "4242_3");
@@ -285,8 +344,8 @@ TEST_F(DbRobustTest, OwnerRecordsSlurmJobAndTask) {
   EXPECT_TRUE(r.heartbeat_age.has_value());
 }
 
-TEST_F(DbRobustTest, ImportingTheSameRowsTwiceIsRefusedUnlessAppending) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, ImportingTheSameRowsTwiceIsRefusedUnlessAppending) {
+  Database db(location(), Database::Mode::create_if_missing);
   std::vector<ObservationRecord> rows{{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"},
                                       {4e6, 4e6, 8e7, 1, 1, 1, 2.7, "", "row 3"}};
   EXPECT_EQ(db.import_observations("ext", "x.csv", rows).added, 2);
@@ -302,8 +361,8 @@ TEST_F(DbRobustTest, ImportingTheSameRowsTwiceIsRefusedUnlessAppending) {
   EXPECT_EQ(db.observations("ext").size(), 4u);
 }
 
-TEST_F(DbRobustTest, RemovesSweepsWithEverythingInThemAndFits) {
-  Database db(path(), Database::Mode::create_if_missing);
+TEST_P(StoreTest, RemovesSweepsWithEverythingInThemAndFits) {
+  Database db(location(), Database::Mode::create_if_missing);
   const size_t n = db.save_plan(config(), plan_sweep(config())).added;
   const RunRecord r = *db.claim_run("s", remote("a"));
   db.record_metric(r.claim(), {r.id, 1, 10, "train", 3, 1e-3, 0, 1, std::nullopt, 1, ""});
@@ -356,6 +415,246 @@ TEST_F(DbRobustTest, MigratesASchemaTwoFileAndGivesItAnIdentity) {
   EXPECT_EQ(db.schema_version(), 3);
   EXPECT_EQ(db.store_identity().size(), 32u);
   EXPECT_EQ(db.runs("s", RunStatus::planned).front().source, "trained");
+}
+
+TEST_P(StoreTest, MustExistRefusesAnEmptyStoreAndCreatesNothing) {
+  const std::string where = location();
+  try {
+    Database db(where, Database::Mode::must_exist);
+    ADD_FAILURE() << "an empty store was opened";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("plan a sweep first"), std::string::npos) << e.what();
+  }
+  // Nothing was created by looking: it is still refused.
+  EXPECT_THROW(Database(where, Database::Mode::read_only), std::runtime_error);
+  if (GetParam() == Backend::sqlite) {
+    EXPECT_FALSE(fs::exists(where));
+  }
+}
+
+TEST_P(StoreTest, ReadOnlyOpenReadsAndRefusesWrites) {
+  const std::string where = location();
+  Database(where, Database::Mode::create_if_missing).save_plan(config(), plan_sweep(config()));
+  Database db(where, Database::Mode::read_only);
+  EXPECT_FALSE(db.runs("s", std::nullopt).empty());
+  EXPECT_THROW(db.save_fit("s", "chinchilla", "all", "{}"), std::runtime_error);
+  EXPECT_TRUE(Database(where, Database::Mode::must_exist).fits("s").empty());
+}
+
+// Many workers, one store: every run is claimed exactly once, each at its first
+// generation, however the claims interleave.
+TEST_P(StoreTest, ConcurrentClaimersNeverShareARun) {
+  const std::string where = location();
+  SweepConfig c = config();
+  c.budgets = {1e11, 1e12, 1e13};
+  c.points_per_budget = 4;
+  c.experts = {1, 2, 4, 8};
+  const size_t planned =
+      Database(where, Database::Mode::create_if_missing).save_plan(c, plan_sweep(c)).added;
+  ASSERT_GE(planned, 30u);
+  constexpr int kWorkers = 6;
+  std::vector<std::vector<RunRecord>> claimed(kWorkers);
+  std::vector<std::string> errors(kWorkers);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w)
+    workers.emplace_back([&, w] {
+      try {
+        Database db(where, Database::Mode::must_exist);
+        const RunOwner me = remote("w" + std::to_string(w));
+        while (auto r = db.claim_run("s", me)) {
+          claimed[w].push_back(*r);
+          db.heartbeat(r->claim());  // its claim holds: nobody else took the run
+        }
+      } catch (const std::exception& e) {
+        errors[w] = e.what();
+      }
+    });
+  for (auto& t : workers) t.join();
+  std::set<int64_t> ids;
+  size_t total = 0;
+  for (int w = 0; w < kWorkers; ++w) {
+    EXPECT_EQ(errors[w], "") << "worker " << w;
+    for (const RunRecord& r : claimed[w]) {
+      EXPECT_TRUE(ids.insert(r.id).second) << "run " << r.id << " claimed twice";
+      EXPECT_EQ(r.claim_generation, 1) << "run " << r.id;
+      EXPECT_EQ(r.owner_host, "elsewhere-w" + std::to_string(w));
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, planned);
+  EXPECT_EQ(ids.size(), planned);
+  EXPECT_TRUE(Database(where, Database::Mode::must_exist).runs("s", RunStatus::planned).empty());
+}
+
+// Something of everything a store holds: planned, running, done, failed and
+// simulated runs, metrics with and without optional values, imports, fits with a
+// bootstrap set, and a gap in the ids where a fit was removed.
+void fill(Database& db) {
+  SweepConfig c;
+  c.name = "s";
+  c.text = "[sweep]\nname = \"s\" # ünïcode\n";
+  c.budgets = {1e11, 1e12};
+  c.points_per_budget = 3;
+  c.experts = {1, 4};
+  c.routers = {Router::topk};
+  c.base.top_k = 2;
+  db.save_plan(c, plan_sweep(c));
+  RunOwner o;
+  o.host = "node-7";
+  o.pid = 4242;
+  o.job = "99_1";
+  o.threads = 3;
+  const RunRecord a = *db.claim_run("s", o);
+  db.record_metric(a.claim(), {a.id, 10, 1000, "train", 3.141592653589793, 1e-3, 0.1 + 0.2, 5e4,
+                               std::nullopt, 1.0 / 3, "[[0.25,0.75]]"});
+  db.record_metric(a.claim(), {a.id, 10, 1000, "val", 3.3, std::nullopt, std::nullopt, std::nullopt,
+                               4.9, 2.5e-310, ""});
+  db.finish_run(a.claim(), RunStatus::done, 2.718281828459045, 12.5, 20, "");
+  const RunRecord b = *db.claim_run("s", o);
+  db.record_metric(b.claim(), {b.id, 5, 500, "train", 4.0, 1e-4, 0, 1e5, std::nullopt, 0.5, ""});
+  db.finish_run(b.claim(), RunStatus::failed, std::nullopt, 1, 5, "out of memory: 'quoted'");
+  db.claim_run("s", o);  // left running
+  SweepConfig sim = c;
+  sim.name = "sim";
+  db.save_plan(sim, plan_sweep(sim));
+  const auto sim_runs = db.runs("sim", RunStatus::planned);
+  db.record_simulated("sim", {{sim_runs[0].id, 2.5}, {sim_runs[1].id, 2.25}});
+  db.import_observations(
+      "ext", "x.csv",
+      {{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"}, {4e6, 8e6, 8e7, 8, 2, 0.5, 2.7, "", "row 3"}});
+  const int64_t gone = db.save_fit("s", "chinchilla", "all", "{}");
+  db.save_fit("s", "chinchilla", "router=topk,E=4",
+              R"({"params":{"E":1.69,"A":406.4},"bootstrap":[[1.7,400.1],[1.68,410.2]]})");
+  db.remove_fit(gone);
+  db.save_fit("ext", "kaplan", "all", R"({"params":{"L":2.0}})");
+}
+
+// Every table of both stores, row for row.
+void expect_same_rows(const Database& a, const Database& b) {
+  EXPECT_EQ(a.store_identity(), b.store_identity());
+  for (const std::string& table : Database::table_names()) {
+    const auto ra = a.table_rows(table), rb = b.table_rows(table);
+    EXPECT_EQ(ra, rb) << table << " differs between " << a.display_name() << " and "
+                      << b.display_name();
+  }
+}
+
+TEST_P(StoreTest, CopyRefusesANonEmptyDestination) {
+  const std::string from = location("from"), to = location("to");
+  Database source(from, Database::Mode::create_if_missing);
+  fill(source);
+  Database destination(to, Database::Mode::create_if_missing);
+  destination.save_plan(config("other"), plan_sweep(config("other")));
+  const auto before = destination.table_rows("runs");
+  try {
+    source.copy_into(destination);
+    ADD_FAILURE() << "copied into a store that holds a sweep";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("empty store"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(destination.table_rows("runs"), before);
+  EXPECT_THROW(source.copy_into(source), std::runtime_error);
+}
+
+// PostgreSQL-only cases: what a server database may hold that a file cannot.
+class PostgreSQLStoreTest : public StoreFixture, public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!PostgresServer::get()) GTEST_SKIP() << PostgresServer::why_not();
+    make_dir();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  static std::string database_of(const std::string& url) {
+    return url.substr(url.find("@/") + 2, url.find('?') - url.find("@/") - 2);
+  }
+};
+
+TEST_F(PostgreSQLStoreTest, RefusesADatabaseOfAnotherProgramOrANewerSchema) {
+  PostgresServer& server = *PostgresServer::get();
+  const std::string foreign = location(Backend::postgresql, "foreign");
+  server.exec(database_of(foreign),
+              "CREATE TABLE people(name TEXT); INSERT INTO people VALUES('ada')");
+  try {
+    Database db(foreign, Database::Mode::create_if_missing);
+    ADD_FAILURE() << "a foreign database was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("another program"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(server.exec(database_of(foreign), "SELECT * FROM store"), std::runtime_error);
+
+  const std::string newer = location(Backend::postgresql, "newer");
+  { Database(newer, Database::Mode::create_if_missing); }
+  server.exec(database_of(newer), "UPDATE moescale_schema SET version = 99");
+  try {
+    Database db(newer, Database::Mode::must_exist);
+    ADD_FAILURE() << "a newer schema was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("newer moescale"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(PostgreSQLStoreTest, ABadUrlSaysWhatToFixAndHidesThePassword) {
+  const std::string url =
+      "postgresql://someone:s3cret@/nowhere?host=" + path("no-socket-here") + "&port=1";
+  try {
+    Database db(url, Database::Mode::must_exist);
+    ADD_FAILURE() << "connected to nothing";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cannot connect"), std::string::npos) << m;
+    EXPECT_NE(m.find("postgresql://USER"), std::string::npos) << m;
+    EXPECT_EQ(m.find("s3cret"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(is_server_location("postgres://h/db"));
+  EXPECT_FALSE(is_server_location("postgresql.db"));
+}
+
+TEST_F(PostgreSQLStoreTest, ANewStoreIsCreatedOnceUnderConcurrentOpens) {
+  const std::string where = location(Backend::postgresql);
+  std::vector<std::string> identities(4), errors(4);
+  std::vector<std::thread> openers;
+  for (int i = 0; i < 4; ++i)
+    openers.emplace_back([&, i] {
+      try {
+        identities[i] = Database(where, Database::Mode::create_if_missing).store_identity();
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : openers) t.join();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(errors[i], "");
+    EXPECT_EQ(identities[i], identities[0]);
+  }
+}
+
+// db copy, SQLite -> PostgreSQL -> SQLite: every table equal at each hop, and the
+// copies go on working (new ids after the copied ones).
+TEST_F(PostgreSQLStoreTest, CopyRoundTripsSqlitePostgresSqliteRowForRow) {
+  Database original(path("original.db"), Database::Mode::create_if_missing);
+  fill(original);
+  const std::string url = location(Backend::postgresql, "copy");
+  Database server(url, Database::Mode::create_if_missing);
+  const auto copied = original.copy_into(server);
+  expect_same_rows(original, server);
+  ASSERT_EQ(copied.size(), Database::table_names().size());
+  for (const auto& [table, rows] : copied)
+    EXPECT_EQ(rows, static_cast<int64_t>(original.table_rows(table).size())) << table;
+
+  Database back(path("back.db"), Database::Mode::create_if_missing);
+  server.copy_into(back);
+  expect_same_rows(original, back);
+  EXPECT_EQ(bytes(path("back.db")).substr(0, 15), "SQLite format 3");
+
+  // The typed views agree too, and new rows take new ids on both sides.
+  EXPECT_EQ(server.fits("s").back().result, original.fits("s").back().result);
+  EXPECT_EQ(server.observations("ext").size(), 2u);
+  const int64_t max_fit = original.fits(std::nullopt).back().id;
+  EXPECT_GT(server.save_fit("s", "chinchilla", "all", "{}"), max_fit);
+  EXPECT_GT(back.save_fit("s", "chinchilla", "all", "{}"), max_fit);
+  const RunRecord running = server.runs("s", RunStatus::running).front();
+  EXPECT_THROW(server.heartbeat({running.id, running.claim_generation + 1}), LostClaim);
+  server.heartbeat(running.claim());
 }
 
 }  // namespace
