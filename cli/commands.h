@@ -20,5 +20,6 @@ void add_laws_command(CLI::App& app);
 void add_version_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
 void add_rm_command(CLI::App& app);
+void add_submit_command(CLI::App& app);
 
 }  // namespace moescale::cli

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libceres-dev libeigen3-dev libsqlite3-dev libcli11-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev libopenblas0-pthread
   libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox dict-gcide zlib1g-dev
+  slurm-wlm munge  # slurm_tests start their own one-node cluster (own ports, socket)
 )
 
 say() { [ -n "${MOESCALE_QUIET:-}" ] || echo "setup: $*" >&2; }
