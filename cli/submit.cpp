@@ -95,18 +95,18 @@ std::string sbatch_script(const SubmitArgs& a, const std::string& store, const f
   if (!a.partition.empty()) s += fmt::format("#SBATCH --partition={}\n", a.partition);
   if (!a.time.empty()) s += fmt::format("#SBATCH --time={}\n", a.time);
   for (const std::string& option : a.sbatch_options) s += fmt::format("#SBATCH {}\n", option);
-  s +=
-      "\n# One trainer thread per CPU Slurm gave the task.\n"
-      "threads=\"${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}\"\n"
-      "# exec: the trainer is the batch shell, so Slurm's signals reach it directly.\n";
+  s += "\n# One trainer thread per CPU Slurm gave the task.\n"
+       "threads=\"${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}\"\n"
+       "# exec: the trainer is the batch shell, so Slurm's signals reach it directly.\n";
   s += fmt::format("exec {} train --sweep {} --db {} --threads \"$threads\"", quote(moescale),
                    quote(a.sweep), quote(store));
   if (!a.device.empty()) s += " --device " + quote(a.device);
   if (!a.data.empty()) s += " --data " + quote(fs::absolute(a.data).string());
   // A server store has no folder of its own: keep the checkpoints where the tasks start.
   const std::string checkpoints = !a.checkpoints.empty() ? fs::absolute(a.checkpoints).string()
-                                  : is_server_url(store) ? (fs::current_path() / "checkpoints").string()
-                                                         : "";
+                                  : is_server_url(store)
+                                      ? (fs::current_path() / "checkpoints").string()
+                                      : "";
   if (!checkpoints.empty()) s += " --checkpoints " + quote(checkpoints);
   if (a.retry_failed) s += " --retry-failed";
   return s + "\n";
@@ -121,13 +121,15 @@ fs::path save_script(const std::string& script, const std::string& sweep, const 
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
   fs::path path = folder / fmt::format("{}-{}.sbatch", sweep, stamp);
-  for (int n = 2; fs::exists(path); ++n) path = folder / fmt::format("{}-{}-{}.sbatch", sweep, stamp, n);
+  for (int n = 2; fs::exists(path); ++n)
+    path = folder / fmt::format("{}-{}-{}.sbatch", sweep, stamp, n);
   const fs::path tmp = path.string() + fmt::format(".tmp.{}", getpid());
   {
     std::ofstream out(tmp, std::ios::binary);
     out << script;
     if (!out.flush())
-      throw std::runtime_error(fmt::format("cannot write {}: check the folder is writable", tmp.string()));
+      throw std::runtime_error(
+          fmt::format("cannot write {}: check the folder is writable", tmp.string()));
   }
   fs::rename(tmp, path);
   return path;
@@ -188,7 +190,8 @@ Captured run_captured(const std::vector<std::string>& args) {
     }
   }
   for (int fd : {out_fds[0], err_fds[0]}) close(fd);
-  if (rc != 0) throw std::runtime_error(fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
+  if (rc != 0)
+    throw std::runtime_error(fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -274,20 +277,25 @@ void run_submit(const SubmitArgs& a) {
   const fs::path path = save_script(script, a.sweep, folder);
   if (a.dry_run) {
     if (a.json)
-      fmt::print("{}\n", nlohmann::json{{"script", path.string()}, {"text", script},
-                                        {"tasks", a.array}, {"runs_left", left}}
-                             .dump());
+      fmt::print(
+          "{}\n",
+          nlohmann::json{
+              {"script", path.string()}, {"text", script}, {"tasks", a.array}, {"runs_left", left}}
+              .dump());
     else
       fmt::print("{}", script);
-    fmt::print(stderr, "dry run: script written to {}, nothing submitted (`sbatch {}` submits it)\n",
+    fmt::print(stderr,
+               "dry run: script written to {}, nothing submitted (`sbatch {}` submits it)\n",
                path.string(), path.string());
     return;
   }
   const std::string job = submit_script(path);
   if (a.json)
-    fmt::print("{}\n", nlohmann::json{{"job_id", job}, {"script", path.string()},
-                                      {"tasks", a.array}, {"runs_left", left}}
-                           .dump());
+    fmt::print(
+        "{}\n",
+        nlohmann::json{
+            {"job_id", job}, {"script", path.string()}, {"tasks", a.array}, {"runs_left", left}}
+            .dump());
   else
     fmt::print("{}\n", job);
   if (!a.quiet)
@@ -328,8 +336,7 @@ void add_submit_command(CLI::App& app) {
   cmd->add_option("--sbatch", args->sbatch_options,
                   "extra sbatch option for the script, e.g. --sbatch=--account=ml (repeatable)");
   cmd->add_flag("--retry-failed", args->retry_failed, "also train runs that failed before");
-  cmd->add_flag("--dry-run", args->dry_run,
-                "write and print the script, submit nothing");
+  cmd->add_flag("--dry-run", args->dry_run, "write and print the script, submit nothing");
   add_db_option(cmd, args->db);
   cmd->add_flag("--json", args->json, "print the job id and script path as JSON");
   cmd->add_flag("-q,--quiet", args->quiet, "no summary line on stderr (warnings stay)");

@@ -3,16 +3,18 @@
 // by a job array, and a task cancelled mid-run whose run a later task resumes
 // from its checkpoint to the loss of an uninterrupted run. Skipped, saying
 // why, where the Slurm or munge programs are absent or we are not root.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <map>
 #include <regex>
 #include <set>
 #include <thread>
@@ -64,14 +66,9 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-// Gone, or a zombie nobody reaps (the daemons are not our children).
-bool gone(pid_t pid) {
-  if (kill(pid, 0) != 0) return true;
-  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-  std::string line;
-  std::getline(stat, line);
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 template <class Pred>
@@ -86,7 +83,7 @@ bool wait_for(Pred done, std::chrono::seconds limit) {
 
 // A one-node Slurm cluster (this host, its CPUs) with its own munged, ports and
 // state in a temp dir. The destructor cancels its jobs and stops the daemons;
-// a watchdog stops them too should the test process be killed.
+// the kernel stops them should the test process be killed.
 class LocalSlurm {
  public:
   // What is missing to start a cluster here, or "".
@@ -127,14 +124,12 @@ class LocalSlurm {
         "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
         node, d, free_port(), free_port(), std::thread::hardware_concurrency());
     setenv("SLURM_CONF", conf().c_str(), 1);
-    start_watchdog();
-    start(fmt::format("{} --key-file={1}/munge.key --socket={1}/munge.sock "
-                      "--pid-file={1}/munged.pid --log-file={1}/munged.log "
-                      "--seed-file={1}/munge.seed -f",
-                      find_program("munged"), d),
-          "munged");
-    start(fmt::format("{} -f {}", find_program("slurmctld"), conf()), "slurmctld");
-    start(fmt::format("{} -f {}", find_program("slurmd"), conf()), "slurmd");
+    start("munged",
+          {"--foreground", "--key-file=" + d + "/munge.key", "--socket=" + d + "/munge.sock",
+           "--pid-file=" + d + "/munged.pid", "--log-file=" + d + "/munged.log",
+           "--seed-file=" + d + "/munge.seed", "--force"});
+    start("slurmctld", {"-D", "-f", conf()});
+    start("slurmd", {"-D", "-f", conf()});
     if (!wait_for([] { return shell("sinfo -h -o %t 2>/dev/null").find("idle") == 0; }, 30s))
       failure_ = "the node did not become idle within 30 s:\n" + logs();
   }
@@ -142,8 +137,7 @@ class LocalSlurm {
   ~LocalSlurm() {
     shell("scancel --user=root 2>/dev/null");
     wait_for([] { return shell("squeue -h 2>/dev/null").empty(); }, 40s);
-    for (const char* daemon : {"slurmd", "slurmctld", "munged"}) stop(daemon);
-    if (watchdog_ > 0) kill(watchdog_, SIGKILL);
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) stop(*it);
     unsetenv("SLURM_CONF");
   }
 
@@ -153,7 +147,7 @@ class LocalSlurm {
   std::string logs() const {
     std::string out;
     for (const char* f : {"munged.log", "slurmctld.log", "slurmd.log"})
-      out += fmt::format("--- {}\n{}", f, CliTest::read(dir_.path() / f));
+      out += fmt::format("--- {}\n{}", f, slurp(dir_.path() / f));
     return out;
   }
 
@@ -163,43 +157,52 @@ class LocalSlurm {
   }
 
  private:
-  void start(const std::string& cmd, const std::string& daemon) {
+  // Runs the daemon in the foreground as our child, so that we reap it, and
+  // asks the kernel to stop it should this process die before the destructor
+  // runs. Ready once it has written its pid file.
+  void start(const std::string& daemon, std::vector<std::string> args) {
     if (!failure_.empty()) return;
-    if (std::system((cmd + " >>" + dir_.str(daemon + ".out") + " 2>&1").c_str()) != 0 ||
-        !wait_for([&] { return pid(daemon) > 0; }, 10s))
-      failure_ = fmt::format("{} did not start: {}\n{}", daemon, cmd,
-                             CliTest::read(dir_.path() / (daemon + ".out")) + logs());
+    args.insert(args.begin(), find_program(daemon));
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string out = dir_.str(daemon + ".out");
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(1);  // the test died before prctl
+      const int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    if (pid < 0) {
+      failure_ = "cannot fork to start " + daemon;
+      return;
+    }
+    const fs::path pid_file = dir_.path() / (daemon + ".pid");
+    bool exited = false;
+    wait_for(
+        [&] { return fs::exists(pid_file) || (exited = waitpid(pid, nullptr, WNOHANG) == pid); },
+        10s);
+    if (!exited) children_.push_back(pid);
+    if (exited || !fs::exists(pid_file))
+      failure_ = fmt::format("{} did not start ({}):\n{}", daemon, args[0], slurp(out) + logs());
   }
 
-  pid_t pid(const std::string& daemon) const {
-    std::ifstream in(dir_.path() / (daemon + ".pid"));
-    pid_t p = 0;
-    return in >> p ? p : 0;
-  }
-
-  void stop(const std::string& daemon) {
-    const pid_t p = pid(daemon);
-    if (p <= 0) return;
-    kill(p, SIGTERM);
-    if (!wait_for([p] { return gone(p); }, 10s)) kill(p, SIGKILL);
-    fs::remove(dir_.path() / (daemon + ".pid"));
-  }
-
-  // Stops the daemons by their pid files if this process dies first.
-  void start_watchdog() {
-    const std::string d = dir_.str();
-    const std::string script = fmt::format(
-        "while kill -0 {0} 2>/dev/null; do sleep 1; done; "
-        "for f in slurmd slurmctld munged; do [ -f {1}/$f.pid ] && kill $(cat {1}/$f.pid); done",
-        getpid(), d);
-    const std::string out =
-        shell(fmt::format("sh -c '{}' >/dev/null 2>&1 </dev/null & echo $!", script));
-    watchdog_ = static_cast<pid_t>(std::atoi(out.c_str()));
+  static void stop(pid_t pid) {
+    kill(pid, SIGTERM);
+    if (!wait_for([&] { return waitpid(pid, nullptr, WNOHANG) != 0; }, 10s)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
   }
 
   TempDir dir_;
   std::string failure_;
-  pid_t watchdog_ = 0;
+  std::vector<pid_t> children_;  // in start order
 };
 
 // Runs of a few seconds, and one (`tokens`) long enough to cancel in the middle.
@@ -222,7 +225,7 @@ router_dim = 8
 batch_size = 8
 lr = 1e-2
 eval_batches = 2
-log_interval = 5
+log_interval = 20
 [data]
 dir = "markov"
 )",
@@ -237,9 +240,9 @@ class SlurmTest : public CliTest {
       GTEST_SKIP() << "no Slurm to test on: " << why;
     slurm_ = std::make_unique<LocalSlurm>();
     ASSERT_EQ(slurm_->failure(), "");
-    const Result r = run(
-        "data prepare -q --source synthetic:markov:order=1,vocab=16,branching=3,tokens=100000 "
-        "--out markov");
+    const Result r =
+        run("data prepare -q --source synthetic:markov:order=1,vocab=16,branching=3,tokens=100000 "
+            "--out markov");
     ASSERT_EQ(r.status, 0) << r.err;
   }
   void TearDown() override {
@@ -262,10 +265,9 @@ class SlurmTest : public CliTest {
   ::testing::AssertionResult finished(const std::string& job, std::chrono::seconds limit) {
     if (wait_for([&] { return !LocalSlurm::active(job); }, limit))
       return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "job " << job << " still queued after "
-                                         << limit.count() << " s:\n"
-                                         << shell("squeue") << task_logs(job)
-                                         << slurm_->logs();
+    return ::testing::AssertionFailure()
+           << "job " << job << " still queued after " << limit.count() << " s:\n"
+           << shell("squeue") << task_logs(job) << slurm_->logs();
   }
 
   std::string task_logs(const std::string& job) const {
@@ -304,21 +306,28 @@ TEST_F(SlurmTest, AnArrayOfTwoTasksTrainsEveryRunOnce) {
     for (const MetricRecord& m : metrics) EXPECT_TRUE(steps.insert(m.step).second) << m.step;
     EXPECT_FALSE(metrics.empty());
   }
-  // Both tasks ran and stopped when nothing was left.
+  // Both tasks stopped when nothing was left, and they trained 4 runs between them.
+  int trained = 0;
   for (const std::string task : {"_0", "_1"}) {
     const std::string log = read(dir_ / "slurm" / ("w-" + job + task + ".log"));
-    EXPECT_NE(log.find("sweep 'w': 4 done"), std::string::npos) << log;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(log, m, std::regex(R"(\ntrained (\d+) run)"))) << log;
+    trained += std::stoi(m[1]);
+    EXPECT_NE(log.find("sweep 'w': "), std::string::npos) << log;
+    EXPECT_EQ(log.find("error"), std::string::npos) << log;
   }
+  EXPECT_EQ(trained, 4) << logs;
 }
 
 TEST_F(SlurmTest, ACancelledTaskHandsItsRunBackAndALaterOneResumesIt) {
-  const std::string config = sweep_config("[3e6]", "[1]");
+  const std::string config = sweep_config("[1e6]", "[1]");
   write("s.toml", config);
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   ASSERT_EQ(run("plan --config s.toml --db reference.db").status, 0);
   // The uninterrupted reference, trained meanwhile by a plain train with one thread.
   const std::string reference_cmd =
-      "cd '" + dir_.string() + "' && " MOESCALE_BINARY
+      "cd '" + dir_.string() +
+      "' && " MOESCALE_BINARY
       " train --sweep w --db reference.db --threads 1 --checkpoints ref-ckpt -q 2>reference.log";
   std::thread reference([&] { std::system(reference_cmd.c_str()); });
   struct Join {  // on every way out of the test
@@ -337,10 +346,10 @@ TEST_F(SlurmTest, ACancelledTaskHandsItsRunBackAndALaterOneResumesIt) {
         const RunRecord r = runs()[0];
         if (r.status != RunStatus::running) return false;
         EXPECT_EQ(r.owner_job, first + "_0");
-        const auto m =
-            Database((dir_ / "moescale.db").string(), Database::Mode::read_only).metrics(r.id, "train");
+        const auto m = Database((dir_ / "moescale.db").string(), Database::Mode::read_only)
+                           .metrics(r.id, "train");
         reached = m.empty() ? 0 : m.back().step;
-        return reached >= steps / 4;
+        return reached >= steps / 10;
       },
       60s))
       << task_logs(first);
@@ -373,6 +382,25 @@ TEST_F(SlurmTest, ACancelledTaskHandsItsRunBackAndALaterOneResumesIt) {
   ASSERT_EQ(ref[0].status, RunStatus::done) << read(dir_ / "reference.log");
   ASSERT_TRUE(done.final_loss && ref[0].final_loss);
   EXPECT_NEAR(*done.final_loss, *ref[0].final_loss, 1e-6);
+}
+
+// The script asks for SIGTERM 120 s before the time limit: with a 1-minute limit
+// Slurm sends it at its first time-limit check (within 30 s), so the task hands its
+// run back before the limit itself kills anything.
+TEST_F(SlurmTest, TheTimeLimitWarningHandsTheRunBackBeforeTheLimit) {
+  write("s.toml", sweep_config("[1e7]", "[1]"));
+  ASSERT_EQ(run("plan --config s.toml").status, 0);
+  const auto start = Clock::now();
+  const std::string job = submit("--array 1 --time 1 --requeue");
+  ASSERT_TRUE(finished(job, 75s));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::string log = task_logs(job);
+  const RunRecord r = runs()[0];
+  EXPECT_EQ(r.status, RunStatus::planned) << log;
+  EXPECT_GT(r.steps_done, 0) << log;
+  EXPECT_NE(log.find("interrupted at step"), std::string::npos) << log;
+  EXPECT_EQ(log.find("DUE TO TIME LIMIT"), std::string::npos) << log;
+  EXPECT_LT(seconds, 55) << log;
 }
 
 }  // namespace

@@ -56,8 +56,8 @@ class SubmitTest : public CliTest {
   std::string fake_sbatch(const std::string& body) const {
     fs::create_directories(dir_ / "bin");
     const std::string path =
-        write("bin/sbatch", "#!/bin/sh\necho \"$@\" > '" + (dir_ / "sbatch-args").string() +
-                                "'\n" + body + "\n");
+        write("bin/sbatch",
+              "#!/bin/sh\necho \"$@\" > '" + (dir_ / "sbatch-args").string() + "'\n" + body + "\n");
     chmod(path.c_str(), 0755);
     return (dir_ / "bin").string() + ":" + std::getenv("PATH");
   }
@@ -72,20 +72,21 @@ class SubmitTest : public CliTest {
 };
 
 TEST_F(SubmitTest, DryRunWritesAndPrintsTheScriptWithTheTasksCommand) {
-  const Result r = run(
-      "submit --sweep w --array 3 --cpus-per-task 2 --gpus-per-task 1 --partition gpu "
-      "--time 1:30:00 --sbatch=--account=ml --dry-run");
+  const Result r =
+      run("submit --sweep w --array 3 --cpus-per-task 2 --gpus-per-task 1 --partition gpu "
+          "--time 1:30:00 --sbatch=--account=ml --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
   const std::string store = fs::canonical(dir_ / "moescale.db").string();
   const std::string program = fs::canonical(MOESCALE_BINARY).string();
   EXPECT_EQ(r.out.rfind("#!/bin/bash\n", 0), 0u) << r.out;
-  for (const std::string line :
-       {"#SBATCH --array=0-2\n", "#SBATCH --cpus-per-task=2\n", "#SBATCH --gpus-per-task=1\n",
-        "#SBATCH --partition=gpu\n", "#SBATCH --time=1:30:00\n", "#SBATCH --account=ml\n",
-        "#SBATCH --no-requeue\n", "#SBATCH --signal=B:TERM@120\n",
-        "#SBATCH --chdir=" + fs::canonical(dir_).string() + "\n",
-        "#SBATCH --output=" + fs::canonical(dir_).string() + "/slurm/w-%A_%a.log\n",
-        "exec '" + program + "' train --sweep 'w' --db '" + store + "' --threads \"$threads\"\n"})
+  for (const std::string& line : std::vector<std::string>{
+           "#SBATCH --array=0-2\n", "#SBATCH --cpus-per-task=2\n", "#SBATCH --gpus-per-task=1\n",
+           "#SBATCH --partition=gpu\n", "#SBATCH --time=1:30:00\n", "#SBATCH --account=ml\n",
+           "#SBATCH --no-requeue\n", "#SBATCH --signal=B:TERM@120\n",
+           "#SBATCH --chdir=" + fs::canonical(dir_).string() + "\n",
+           "#SBATCH --output=" + fs::canonical(dir_).string() + "/slurm/w-%A_%a.log\n",
+           "exec '" + program + "' train --sweep 'w' --db '" + store +
+               "' --threads \"$threads\"\n"})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " not in\n" << r.out;
   EXPECT_NE(r.out.find("SLURM_CPUS_PER_TASK"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("is a SQLite file"), std::string::npos) << r.err;
@@ -108,8 +109,7 @@ TEST_F(SubmitTest, SubmitsWithSbatchAndPrintsOnlyTheJobId) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "4242\n");
   EXPECT_NE(r.err.find("submitted job 4242 (4 tasks)"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("4 tasks for 2 runs left: 2 will find nothing"), std::string::npos)
-      << r.err;
+  EXPECT_NE(r.err.find("4 tasks for 2 runs left: 2 will find nothing"), std::string::npos) << r.err;
   const auto written = scripts();
   ASSERT_EQ(written.size(), 1u);
   EXPECT_EQ(read(dir_ / "sbatch-args"), "--parsable " + written[0].string() + "\n");
@@ -124,8 +124,9 @@ TEST_F(SubmitTest, SubmitsWithSbatchAndPrintsOnlyTheJobId) {
 }
 
 TEST_F(SubmitTest, SbatchFailureIsReportedWithItsMessage) {
-  const PathFor path(fake_sbatch("echo 'sbatch: error: invalid partition specified: nope' >&2\n"
-                                 "exit 1"));
+  const PathFor path(
+      fake_sbatch("echo 'sbatch: error: invalid partition specified: nope' >&2\n"
+                  "exit 1"));
   const Result r = run("submit --sweep w --array 2 --partition nope");
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out, "");
@@ -149,7 +150,10 @@ TEST_F(SubmitTest, ClearErrorsBeforeAnythingIsSubmitted) {
   EXPECT_EQ(run("submit --sweep w --array 2 --time soon").status, 2);
   EXPECT_EQ(run("submit --sweep w").status, 2);
 
-  ASSERT_EQ(run("simulate --sweep w --law chinchilla --param E=1.69 --param A=406.4 --param B=410.7 --param alpha=0.34 --param beta=0.28").status, 0);
+  ASSERT_EQ(run("simulate --sweep w --law chinchilla --param E=1.69 --param A=406.4 --param "
+                "B=410.7 --param alpha=0.34 --param beta=0.28")
+                .status,
+            0);
   const Result none = run("submit --sweep w --array 2");
   EXPECT_EQ(none.status, 1);
   EXPECT_NE(none.err.find("no runs left to train"), std::string::npos) << none.err;
