@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "cli/commands.h"
@@ -218,12 +219,45 @@ std::string submit_script(const fs::path& script) {
   return id;
 }
 
+// Seconds in a Slurm time limit (0 for UNLIMITED), or empty when it is not one of
+// Slurm's forms.
+std::optional<long> time_limit_seconds(const std::string& text) {
+  if (text == "UNLIMITED" || text == "INFINITE") return 0;
+  const size_t dash = text.find('-');
+  const bool days = dash != std::string::npos;
+  std::vector<long> fields;
+  for (size_t start = days ? dash + 1 : 0;;) {
+    const size_t end = std::min(text.find(':', start), text.size());
+    const std::string field = text.substr(start, end - start);
+    if (field.empty() || field.size() > 6 ||
+        field.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    fields.push_back(std::stol(field));
+    if (end == text.size()) break;
+    start = end + 1;
+  }
+  const std::string day_text = days ? text.substr(0, dash) : "0";
+  if (fields.size() > 3 || day_text.empty() || day_text.size() > 4 ||
+      day_text.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  // Without days the first field is minutes unless all three are given; with days, hours.
+  static const long kUnits[2][3][3] = {{{60}, {60, 1}, {3600, 60, 1}},
+                                       {{3600}, {3600, 60}, {3600, 60, 1}}};
+  long seconds = std::stol(day_text) * 86400;
+  for (size_t i = 0; i < fields.size(); ++i)
+    seconds += fields[i] * kUnits[days][fields.size() - 1][i];
+  return seconds;
+}
+
 void check_options(const SubmitArgs& a) {
   if (a.array < 1) throw CLI::ValidationError("--array", "must be at least 1");
   if (a.cpus_per_task < 0) throw CLI::ValidationError("--cpus-per-task", "must be positive");
   if (a.gpus_per_task < 0) throw CLI::ValidationError("--gpus-per-task", "must be positive");
-  if (a.time.find_first_not_of("0123456789:-") != std::string::npos)
-    throw CLI::ValidationError("--time", "use Slurm's forms: MINUTES, HH:MM:SS or D-HH:MM:SS");
+  if (!a.time.empty() && !time_limit_seconds(a.time))
+    throw CLI::ValidationError(
+        "--time",
+        "use one of Slurm's forms: MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, "
+        "DAYS-HOURS, DAYS-HOURS:MINUTES, DAYS-HOURS:MINUTES:SECONDS or UNLIMITED");
   for (const std::string& option : a.sbatch_options)
     if (option.rfind("--", 0) != 0 || option.find('\n') != std::string::npos)
       throw CLI::ValidationError("--sbatch", "takes one sbatch option, e.g. --sbatch=--account=ml");
@@ -246,6 +280,12 @@ void warn_before_submitting(const SubmitArgs& a, const std::string& store, int l
                "a filesystem where SQLite's locks work (not NFS); for many machines use a "
                "PostgreSQL store (--db postgresql://… or MOESCALE_DB)\n",
                store);
+  if (const auto limit = a.time.empty() ? std::nullopt : time_limit_seconds(a.time);
+      limit && *limit > 0 && *limit <= 2 * kSignalLeadSeconds)
+    fmt::print(stderr,
+               "warning: --time {} leaves little training: each task is asked to stop {} s "
+               "before its limit\n",
+               a.time, kSignalLeadSeconds);
   if (a.array > left)
     fmt::print(stderr, "warning: {} tasks for {} run{} left: {} will find nothing to train\n",
                a.array, left, left == 1 ? "" : "s", a.array - left);

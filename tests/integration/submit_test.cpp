@@ -101,6 +101,12 @@ TEST_F(SubmitTest, DryRunWritesAndPrintsTheScriptWithTheTasksCommand) {
   EXPECT_EQ(again.out.find("--cpus-per-task"), std::string::npos) << again.out;
   EXPECT_EQ(scripts().size(), 2u);  // a new script, the first one kept
   EXPECT_EQ(again.err.find("will find nothing"), std::string::npos) << again.err;
+  EXPECT_EQ(again.err.find("leaves little training"), std::string::npos) << again.err;
+
+  const Result short_limit = run("submit --sweep w --array 2 --time 2:30 --dry-run");
+  ASSERT_EQ(short_limit.status, 0) << short_limit.err;
+  EXPECT_NE(short_limit.err.find("--time 2:30 leaves little training"), std::string::npos)
+      << short_limit.err;
 }
 
 TEST_F(SubmitTest, SubmitsWithSbatchAndPrintsOnlyTheJobId) {
@@ -148,6 +154,7 @@ TEST_F(SubmitTest, ClearErrorsBeforeAnythingIsSubmitted) {
   EXPECT_NE(unknown.err.find("nope"), std::string::npos) << unknown.err;
   EXPECT_EQ(run("submit --sweep w --array 0").status, 2);
   EXPECT_EQ(run("submit --sweep w --array 2 --time soon").status, 2);
+  EXPECT_EQ(run("submit --sweep w --array 2 --time 1:2:3:4").status, 2);
   EXPECT_EQ(run("submit --sweep w").status, 2);
 
   ASSERT_EQ(run("simulate --sweep w --law chinchilla --param E=1.69 --param A=406.4 --param "
