@@ -52,6 +52,11 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
+// An #SBATCH value: sbatch splits directives at spaces unless the value is in double quotes.
+std::string directive_value(const std::string& v) {
+  return v.find_first_of(" \t") == std::string::npos ? v : "\"" + v + "\"";
+}
+
 // Runs left for the array: planned ones, running ones (their owner may be gone,
 // or may hand them back) and, with --retry-failed, failed ones.
 int runs_left(const Database& db, const SubmitArgs& a, std::set<std::string>& data_dirs) {
@@ -89,8 +94,8 @@ std::string sbatch_script(const SubmitArgs& a, const std::string& store, const f
       "#SBATCH --signal=B:TERM@{1}\n"
       "#SBATCH --{6}requeue\n",
       a.sweep, kSignalLeadSeconds, "moescale-" + a.sweep, a.array - 1,
-      (folder / fmt::format("{}-%A_%a.log", a.sweep)).string(), fs::current_path().string(),
-      a.requeue ? "" : "no-");
+      directive_value((folder / fmt::format("{}-%A_%a.log", a.sweep)).string()),
+      directive_value(fs::current_path().string()), a.requeue ? "" : "no-");
   if (a.cpus_per_task > 0) s += fmt::format("#SBATCH --cpus-per-task={}\n", a.cpus_per_task);
   if (a.gpus_per_task > 0) s += fmt::format("#SBATCH --gpus-per-task={}\n", a.gpus_per_task);
   if (!a.partition.empty()) s += fmt::format("#SBATCH --partition={}\n", a.partition);
