@@ -45,6 +45,15 @@ bool is_server_url(const std::string& store) {
   return store.rfind("postgresql://", 0) == 0 || store.rfind("postgres://", 0) == 0;
 }
 
+// postgresql://USER:PASSWORD@HOST/…: the script would hold the password.
+bool url_has_password(const std::string& store) {
+  if (!is_server_url(store)) return false;
+  const size_t start = store.find("://") + 3;
+  const size_t at = store.find('@', start);
+  const size_t slash = store.find('/', start);
+  return at != std::string::npos && at < slash && store.find(':', start) < at;
+}
+
 // Single-quoted for sh: safe for any path or name.
 std::string quote(const std::string& s) {
   std::string out = "'";
@@ -119,7 +128,8 @@ std::string sbatch_script(const SubmitArgs& a, const std::string& store, const f
 }
 
 // Writes the script under a new name in `folder` (temp name, then rename).
-fs::path save_script(const std::string& script, const std::string& sweep, const fs::path& folder) {
+fs::path save_script(const std::string& script, const std::string& sweep, const fs::path& folder,
+                     bool secret) {
   fs::create_directories(folder);
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
@@ -132,6 +142,7 @@ fs::path save_script(const std::string& script, const std::string& sweep, const 
   const fs::path tmp = path.string() + fmt::format(".tmp.{}", getpid());
   {
     std::ofstream out(tmp, std::ios::binary);
+    if (secret) fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write);
     out << script;
     if (!out.flush())
       throw std::runtime_error(
@@ -279,6 +290,10 @@ void warn_before_submitting(const SubmitArgs& a, const std::string& store, int l
                  fs::current_path().string(), e.what());
     }
   }
+  if (url_has_password(store))
+    fmt::print(stderr,
+               "warning: the store URL holds a password, and the script (readable only by you) "
+               "holds the URL; a ~/.pgpass file or PGPASSWORD keeps it out of both\n");
   if (!is_server_url(store))
     fmt::print(stderr,
                "warning: the store {} is a SQLite file: every task must run on this host or on "
@@ -319,7 +334,7 @@ void run_submit(const SubmitArgs& a) {
   warn_before_submitting(a, store, left, data_dirs);
   const fs::path folder = slurm_folder(store);
   const std::string script = sbatch_script(a, store, folder);
-  const fs::path path = save_script(script, a.sweep, folder);
+  const fs::path path = save_script(script, a.sweep, folder, url_has_password(store));
   if (a.dry_run) {
     if (a.json)
       fmt::print(
