@@ -38,7 +38,7 @@ struct SubmitArgs {
   std::string db, sweep, partition, time, device, data, checkpoints;
   std::vector<std::string> sbatch_options;
   int array = 0, gpus_per_task = 0, cpus_per_task = 0;
-  bool requeue = false, retry_failed = false, dry_run = false, json = false, quiet = false;
+  bool requeue = false, retry_failed = false, dry_run = false, json = false, verbose = false;
 };
 
 bool is_server_url(const std::string& store) {
@@ -350,20 +350,22 @@ void run_submit(const SubmitArgs& a) {
     return;
   }
   const std::string job = submit_script(path);
+  const std::string logs = (folder / fmt::format("{}-{}_*.log", a.sweep, job)).string();
   if (a.json)
-    fmt::print(
-        "{}\n",
-        nlohmann::json{
-            {"job_id", job}, {"script", path.string()}, {"tasks", a.array}, {"runs_left", left}}
-            .dump());
+    fmt::print("{}\n", nlohmann::json{{"job_id", job},
+                                      {"script", path.string()},
+                                      {"logs", logs},
+                                      {"tasks", a.array},
+                                      {"runs_left", left}}
+                           .dump());
   else
     fmt::print("{}\n", job);
-  if (!a.quiet)
+  if (a.verbose)
     fmt::print(stderr,
                "submitted job {} ({} task{}) for sweep '{}', {} run{} left; logs: {}; follow with "
                "`squeue -j {}` and `moescale runs --sweep {}`\n",
-               job, a.array, a.array == 1 ? "" : "s", a.sweep, left, left == 1 ? "" : "s",
-               (folder / fmt::format("{}-{}_*.log", a.sweep, job)).string(), job, a.sweep);
+               job, a.array, a.array == 1 ? "" : "s", a.sweep, left, left == 1 ? "" : "s", logs,
+               job, a.sweep);
 }
 
 }  // namespace
@@ -399,7 +401,8 @@ void add_submit_command(CLI::App& app) {
   cmd->add_flag("--dry-run", args->dry_run, "write and print the script, submit nothing");
   add_db_option(cmd, args->db);
   cmd->add_flag("--json", args->json, "print the job id and script path as JSON");
-  cmd->add_flag("-q,--quiet", args->quiet, "no summary line on stderr (warnings stay)");
+  cmd->add_flag("-v,--verbose", args->verbose,
+                "also say on stderr where the tasks' logs go and how to follow the job");
   cmd->callback([args] { run_submit(*args); });
 }
 

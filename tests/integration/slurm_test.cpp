@@ -252,7 +252,7 @@ class SlurmTest : public CliTest {
 
   // Submits and returns the job id.
   std::string submit(const std::string& args) {
-    const Result r = run("submit --sweep w --cpus-per-task 1 -q " + args);
+    const Result r = run("submit --sweep w --cpus-per-task 1 " + args);
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("is a SQLite file"), std::string::npos) << r.err;
     std::string id = r.out;

@@ -111,7 +111,7 @@ TEST_F(SubmitTest, DryRunWritesAndPrintsTheScriptWithTheTasksCommand) {
 
 TEST_F(SubmitTest, SubmitsWithSbatchAndPrintsOnlyTheJobId) {
   const PathFor path(fake_sbatch("echo '4242;cluster'"));
-  const Result r = run("submit --sweep w --array 4");
+  const Result r = run("submit --sweep w --array 4 -v");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "4242\n");
   EXPECT_NE(r.err.find("submitted job 4242 (4 tasks)"), std::string::npos) << r.err;
@@ -120,12 +120,13 @@ TEST_F(SubmitTest, SubmitsWithSbatchAndPrintsOnlyTheJobId) {
   ASSERT_EQ(written.size(), 1u);
   EXPECT_EQ(read(dir_ / "sbatch-args"), "--parsable " + written[0].string() + "\n");
 
-  const Result j = run("submit --sweep w --array 2 --json -q");
+  const Result j = run("submit --sweep w --array 2 --json");
   ASSERT_EQ(j.status, 0) << j.err;
   const auto parsed = nlohmann::json::parse(j.out);
   EXPECT_EQ(parsed["job_id"], "4242");
   EXPECT_EQ(parsed["runs_left"], 2);
   EXPECT_TRUE(fs::exists(parsed["script"].get<std::string>()));
+  EXPECT_EQ(parsed["logs"], fs::canonical(dir_).string() + "/slurm/w-4242_*.log");
   EXPECT_EQ(j.err.find("submitted"), std::string::npos) << j.err;
 }
 
