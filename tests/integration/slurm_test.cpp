@@ -292,13 +292,11 @@ TEST_F(SlurmTest, AnArrayOfTwoTasksTrainsEveryRunOnce) {
   const std::string job = submit("--array 2");
   ASSERT_TRUE(finished(job, 90s));
   const std::string logs = task_logs(job);
-  std::set<std::string> owners;
   for (const RunRecord& r : runs()) {
     EXPECT_EQ(r.status, RunStatus::done) << r.key << "\n" << logs;
     EXPECT_EQ(r.claim_generation, 1) << r.key << " was claimed more than once";
     EXPECT_TRUE(r.owner_job == job + "_0" || r.owner_job == job + "_1") << r.owner_job;
     EXPECT_EQ(r.owner_threads, 1) << "a task of 1 CPU trains with 1 thread";
-    owners.insert(r.owner_job);
     // Trained once: every logged step appears once.
     std::set<int64_t> steps;
     const auto metrics =
