@@ -360,12 +360,15 @@ void run_submit(const SubmitArgs& a) {
                            .dump());
   else
     fmt::print("{}\n", job);
-  if (a.verbose)
-    fmt::print(stderr,
-               "submitted job {} ({} task{}) for sweep '{}', {} run{} left; logs: {}; follow with "
-               "`squeue -j {}` and `moescale runs --sweep {}`\n",
-               job, a.array, a.array == 1 ? "" : "s", a.sweep, left, left == 1 ? "" : "s", logs,
-               job, a.sweep);
+  if (!a.verbose) return;
+  // The store as the user named it, without a URL's password.
+  const std::string db_flag =
+      a.db.empty() ? "" : " --db " + (url_has_password(store) ? "URL" : quote(a.db));
+  fmt::print(stderr,
+             "submitted job {} ({} task{}) for sweep '{}', {} run{} left; logs: {}; follow with "
+             "`squeue -j {}` and `moescale runs --sweep {}{}`\n",
+             job, a.array, a.array == 1 ? "" : "s", a.sweep, left, left == 1 ? "" : "s", logs, job,
+             a.sweep, db_flag);
 }
 
 }  // namespace
