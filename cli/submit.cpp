@@ -130,7 +130,13 @@ std::string sbatch_script(const SubmitArgs& a, const std::string& store, const f
 // Writes the script under a new name in `folder` (temp name, then rename).
 fs::path save_script(const std::string& script, const std::string& sweep, const fs::path& folder,
                      bool secret) {
-  fs::create_directories(folder);
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec)
+    throw std::runtime_error(fmt::format(
+        "cannot create {} for the sbatch script and the tasks' logs: {}; make the folder of the "
+        "store writable and remove any file named slurm there",
+        folder.string(), ec.message()));
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
   gmtime_r(&now, &utc);
