@@ -21,5 +21,6 @@ void add_version_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
 void add_rm_command(CLI::App& app);
 void add_db_command(CLI::App& app);
+void add_submit_command(CLI::App& app);
 
 }  // namespace moescale::cli

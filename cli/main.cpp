@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   add_plan_command(app);
   add_runs_command(app);
   add_train_entry(app);
+  add_submit_command(app);
   add_import_command(app);
   add_fit_command(app);
   add_recommend_command(app);

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox dict-gcide zlib1g-dev
   # the PostgreSQL store: libpq to build it, the server for its tests
   libpq-dev postgresql
+  slurm-wlm munge  # slurm_tests start their own one-node cluster (own ports, socket)
 )
 
 say() { [ -n "${MOESCALE_QUIET:-}" ] || echo "setup: $*" >&2; }
