@@ -53,6 +53,26 @@ runs=$("$bin" runs --db crash.db --json | python3 -c 'import json,sys; print(len
 # The uninterrupted reference.
 "$bin" train --sweep crash --db reference.db --threads 1 --checkpoints ref-ckpt -q 2>reference.log
 
+# The run the train process PID holds now ("" when none); with "wait", waits up to 60 s
+# for it to hold one.
+held_run() {
+  python3 - "$1" "${2:-}" <<'PY' || true
+import sqlite3, sys, time
+for _ in range(600 if sys.argv[2] == "wait" else 1):
+    try:
+        db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
+        row = db.execute("SELECT id FROM runs WHERE status='running' AND owner_pid=?",
+                         (int(sys.argv[1]),)).fetchone()
+        if row:
+            print(row[0])
+            break
+    except sqlite3.Error:
+        pass
+    if sys.argv[2] == "wait":
+        time.sleep(0.1)
+PY
+}
+
 # Kill at random moments while a run trains.
 : > interrupted.txt
 killed=0
@@ -60,29 +80,17 @@ round=0
 while [ "$killed" -lt "$kills" ]; do
   "$bin" train --sweep crash --db crash.db --threads 1 --checkpoints ckpt -q 2>>train.log &
   pid=$!
-  # Kill while a run is training: wait until this process holds one, then a bit more.
-  python3 - "$pid" <<'PY' || true
-import sqlite3, sys, time
-for _ in range(600):
-    try:
-        db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
-        if db.execute("SELECT 1 FROM runs WHERE status='running' AND owner_pid=?",
-                      (int(sys.argv[1]),)).fetchone():
-            break
-    except sqlite3.Error:
-        pass
-    time.sleep(0.1)
-PY
-  sleep "$(python3 -c 'import random; print(round(random.uniform(0.1, 2.0), 2))')"
-  if kill -0 "$pid" 2>/dev/null; then
-    # One line per kill: the kill, the round and the run it caught (none between runs).
-    python3 - "$pid" "$round" "$killed" >> interrupted.txt <<'PY' || true
-import sqlite3, sys
-db = sqlite3.connect("file:crash.db?mode=ro", uri=True, timeout=10)
-for (i,) in db.execute("SELECT id FROM runs WHERE status='running' AND owner_pid=?", (int(sys.argv[1]),)):
-    print(sys.argv[3], sys.argv[2], i)
-PY
+  # Kill while a run is training: wait until this process holds one, a random bit more,
+  # and kill only if it still holds one then (not between two runs).
+  caught=""
+  while [ -z "$caught" ] && kill -0 "$pid" 2>/dev/null; do
+    held_run "$pid" wait >/dev/null
+    sleep "$(python3 -c 'import random; print(round(random.uniform(0.1, 2.0), 2))')"
+    caught=$(held_run "$pid")
+  done
+  if [ -n "$caught" ] && kill -0 "$pid" 2>/dev/null; then
     if [ $((killed % 3)) -eq 2 ]; then kill -TERM "$pid"; else kill -KILL "$pid"; fi
+    echo "$killed $round $caught" >> interrupted.txt  # one line per kill: kill, round, run
     killed=$((killed + 1))
   fi
   wait "$pid" 2>/dev/null || true  # finished by itself when it was not alive to kill
