@@ -75,7 +75,8 @@ int runs_left(const Database& db, const SubmitArgs& a, std::set<std::string>& da
 // Where the script and the task logs go: a slurm/ folder next to the store, or
 // in the current folder for a server store.
 fs::path slurm_folder(const std::string& store) {
-  return (is_server_location(store) ? fs::current_path() : fs::absolute(store).parent_path()) / "slurm";
+  return (is_server_location(store) ? fs::current_path() : fs::absolute(store).parent_path()) /
+         "slurm";
 }
 
 std::string sbatch_script(const SubmitArgs& a, const std::string& store, const fs::path& folder) {

@@ -1,7 +1,6 @@
 #include "tests/integration/cli_test.h"
 
 #include <nlohmann/json.hpp>
-
 #include <set>
 
 namespace moescale::testing {
@@ -109,7 +108,6 @@ TEST_F(CliTest, ForeignDatabaseIsRefused) {
   EXPECT_NE(r.err.find("not a moescale database"), std::string::npos) << r.err;
   EXPECT_EQ(read(path), "not a database at all\n");
 }
-
 
 // The worked example as issue 8 found it (configs/tiny-cpu.toml at 2537c3b: 80 tokens per
 // parameter, E in {1, 4, 8}), its dense and top-k runs trained by this trainer and exported to
