@@ -137,12 +137,20 @@ ModelShape shape_for_active_params(double target, const ModelShape& base, const 
   if (!(target > 0)) throw std::invalid_argument("target parameter count must be positive");
   ModelShape best;
   double best_err = std::numeric_limits<double>::infinity();
-  for (int64_t heads = rules.kv_group; heads <= 512; heads += rules.kv_group) {
+  const int64_t step = rules.width_step > 0 ? rules.width_step : rules.head_dim * rules.kv_group;
+  for (int64_t width = step; width <= 512 * rules.head_dim; width += step) {
     ModelShape s = base;
-    s.d_model = heads * rules.head_dim;
+    int64_t head_dim = std::min(rules.head_dim, width);
+    const auto fits = [&](int64_t h) {
+      return width % h == 0 && (width / h) % rules.kv_group == 0;
+    };
+    while (head_dim > 1 && !fits(head_dim)) --head_dim;
+    if (!fits(head_dim)) continue;
+    const int64_t heads = width / head_dim;
+    s.d_model = width;
     s.n_heads = heads;
     s.n_kv_heads = heads / rules.kv_group;
-    s.head_dim = rules.head_dim;
+    s.head_dim = head_dim;
     s.ffn_hidden = round_up((8 * s.d_model + 2) / 3, rules.ffn_multiple);
     const double ideal = s.d_model / rules.aspect_ratio;
     const int64_t lo = std::max({rules.min_layers, base.moe_every, int64_t(std::floor(ideal / 2))});

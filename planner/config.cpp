@@ -232,6 +232,7 @@ void read_model(Section& s, SweepConfig& c) {
   }
   s.number("aspect_ratio", c.rules.aspect_ratio, true, 1e6);
   s.integer("head_dim", c.rules.head_dim, 1, kMaxHeadDim);
+  s.integer("width_step", c.rules.width_step, 0, kMaxHeadDim);
   s.integer("kv_group", c.rules.kv_group, 1, kMaxKvGroup);
   s.integer("ffn_multiple", c.rules.ffn_multiple, 1, kMaxFfnMultiple);
   s.integer("min_layers", c.rules.min_layers, 1, kMaxLayers);

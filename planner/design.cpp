@@ -33,7 +33,8 @@ int64_t snap_tokens(double tokens, const ModelShape& shape, const TrainSettings&
 ModelShape snapped_shape(double target, const ModelShape& base, const SweepConfig& c) {
   const ModelShape shape = shape_for_active_params(target, base, c.rules);
   const bool fits = shape.experts == base.experts && shape.router == base.router &&
-                    shape.head_dim == c.rules.head_dim &&
+                    (c.rules.width_step > 0 ? shape.head_dim <= c.rules.head_dim
+                                            : shape.head_dim == c.rules.head_dim) &&
                     shape.n_heads == shape.n_kv_heads * c.rules.kv_group &&
                     shape.n_layers >= c.rules.min_layers && shape.n_layers <= c.rules.max_layers &&
                     (base.experts == 1 || shape.moe_layers() > 0);
@@ -122,9 +123,9 @@ PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
 std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   std::vector<PlannedRun> runs;
   std::set<std::string> keys;
-  const size_t points = routed_bases(c).size() * (c.design == Design::isoflop
-                                                      ? c.budgets.size() * c.points_per_budget
-                                                      : c.sizes.size() * c.token_counts.size()) *
+  const size_t points = routed_bases(c).size() *
+                        (c.design == Design::isoflop ? c.budgets.size() * c.points_per_budget
+                                                     : c.sizes.size() * c.token_counts.size()) *
                         static_cast<size_t>(std::max<int64_t>(1, c.replicates));
   if (points > kMaxPlannedPoints)
     throw std::invalid_argument(fmt::format(

@@ -67,8 +67,9 @@ double tokens_for_compute(double compute, double n_active);
 
 // How the planner turns a target N_active into a real shape.
 struct ShapeRules {
-  double aspect_ratio = 32;  // d_model / n_layers
-  int64_t head_dim = 16;
+  double aspect_ratio = 32;   // d_model / n_layers
+  int64_t head_dim = 16;      // with width_step: the widest head, narrower where d is
+  int64_t width_step = 0;     // d_model a multiple of this (0: of head_dim * kv_group)
   int64_t kv_group = 1;       // n_heads / n_kv_heads
   int64_t ffn_multiple = 32;  // ffn = 8/3 d rounded to this
   int64_t min_layers = 1;

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "planner/planner.h"
 
@@ -133,6 +134,36 @@ TEST(Accounting, ShapeForActiveParamsLandsNearTheTarget) {
     EXPECT_EQ(s.ffn_hidden % 32, 0);
     EXPECT_EQ(s.experts, 8);
   }
+}
+
+// With width_step, widths step by it and each takes the widest head up to head_dim that divides
+// it: narrow models get few wide heads (fast attention) instead of many tiny ones.
+TEST(Accounting, WidthStepGivesEachWidthItsWidestHead) {
+  ModelShape base;
+  base.vocab = 256;
+  base.seq_len = 128;
+  ShapeRules rules;
+  rules.head_dim = 16;
+  rules.width_step = 4;
+  rules.ffn_multiple = 8;
+  rules.aspect_ratio = 16;
+  std::set<int64_t> widths;
+  for (double target = 200; target < 2e5; target *= 1.3) {
+    const ModelShape s = shape_for_active_params(target, base, rules);
+    EXPECT_EQ(s.d_model % 4, 0) << target;
+    EXPECT_EQ(s.n_heads * s.head_dim, s.d_model) << target;
+    EXPECT_LE(s.head_dim, 16) << target;
+    for (int64_t h = s.head_dim + 1; h <= std::min<int64_t>(16, s.d_model); ++h)
+      EXPECT_NE(s.d_model % h, 0) << "a wider head divides " << s.d_model;
+    widths.insert(s.d_model);
+  }
+  EXPECT_TRUE(widths.count(4));   // narrower than head_dim: one head of 4
+  EXPECT_TRUE(widths.count(12));  // not a multiple of 16: one head of 12
+  // Without width_step every head is head_dim wide, as before.
+  rules.width_step = 0;
+  const ModelShape s = shape_for_active_params(2e4, base, rules);
+  EXPECT_EQ(s.head_dim, 16);
+  EXPECT_EQ(s.d_model % 16, 0);
 }
 
 }  // namespace
