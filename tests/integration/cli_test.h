@@ -59,7 +59,43 @@ class CliTest : public ::testing::Test {
     return s.str();
   }
 
+  // Token data for tiny_sweep: a small Markov chain in ./markov.
+  void prepare_markov(const std::string& chain = "order=1,vocab=16,branching=3,tokens=100000") {
+    const Result r = run("data prepare -q --source synthetic:markov:" + chain + " --out markov");
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+
   std::filesystem::path dir_;
 };
+
+// A grid sweep "w" of 2K-parameter models on ./markov: runs of a few seconds at 1e5 tokens.
+// `extra_train` (lines ending in a newline) goes under [train].
+inline std::string tiny_sweep(const std::string& tokens, const std::string& extra_train = "",
+                              const std::string& experts = "[1, 4]") {
+  return R"([sweep]
+name = "w"
+design = "grid"
+sizes = [2e3]
+tokens = )" +
+         tokens + R"(
+experts = )" +
+         experts + R"(
+routers = ["topk"]
+[model]
+vocab = 16
+seq_len = 32
+top_k = 2
+head_dim = 8
+aspect_ratio = 16
+router_dim = 8
+[train]
+batch_size = 8
+lr = 1e-2
+eval_batches = 2
+)" + extra_train +
+         R"([data]
+dir = "markov"
+)";
+}
 
 }  // namespace moescale::testing

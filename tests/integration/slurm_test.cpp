@@ -205,33 +205,6 @@ class LocalSlurm {
   std::vector<pid_t> children_;  // in start order
 };
 
-// Runs of a few seconds, and one (`tokens`) long enough to cancel in the middle.
-std::string sweep_config(const std::string& tokens, const std::string& experts) {
-  return fmt::format(R"([sweep]
-name = "w"
-design = "grid"
-sizes = [2e3]
-tokens = {}
-experts = {}
-routers = ["topk"]
-[model]
-vocab = 16
-seq_len = 32
-top_k = 2
-head_dim = 8
-aspect_ratio = 16
-router_dim = 8
-[train]
-batch_size = 8
-lr = 1e-2
-eval_batches = 2
-log_interval = 20
-[data]
-dir = "markov"
-)",
-                     tokens, experts);
-}
-
 class SlurmTest : public CliTest {
  protected:
   void SetUp() override {
@@ -240,10 +213,7 @@ class SlurmTest : public CliTest {
       GTEST_SKIP() << "no Slurm to test on: " << why;
     slurm_ = std::make_unique<LocalSlurm>();
     ASSERT_EQ(slurm_->failure(), "");
-    const Result r =
-        run("data prepare -q --source synthetic:markov:order=1,vocab=16,branching=3,tokens=100000 "
-            "--out markov");
-    ASSERT_EQ(r.status, 0) << r.err;
+    prepare_markov();
   }
   void TearDown() override {
     slurm_.reset();
@@ -287,7 +257,7 @@ class SlurmTest : public CliTest {
 };
 
 TEST_F(SlurmTest, AnArrayOfTwoTasksTrainsEveryRunOnce) {
-  write("s.toml", sweep_config("[1e5, 2e5]", "[1, 4]"));
+  write("s.toml", tiny_sweep("[1e5, 2e5]", "log_interval = 20\n", "[1, 4]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const std::string job = submit("--array 2");
   ASSERT_TRUE(finished(job, 90s));
@@ -318,7 +288,7 @@ TEST_F(SlurmTest, AnArrayOfTwoTasksTrainsEveryRunOnce) {
 }
 
 TEST_F(SlurmTest, ACancelledTaskHandsItsRunBackAndALaterOneResumesIt) {
-  const std::string config = sweep_config("[1e6]", "[1]");
+  const std::string config = tiny_sweep("[1e6]", "log_interval = 20\n", "[1]");
   write("s.toml", config);
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   ASSERT_EQ(run("plan --config s.toml --db reference.db").status, 0);
@@ -386,7 +356,7 @@ TEST_F(SlurmTest, ACancelledTaskHandsItsRunBackAndALaterOneResumesIt) {
 // Slurm sends it at its first time-limit check (within 30 s), so the task hands its
 // run back before the limit itself kills anything.
 TEST_F(SlurmTest, TheTimeLimitWarningHandsTheRunBackBeforeTheLimit) {
-  write("s.toml", sweep_config("[1e7]", "[1]"));
+  write("s.toml", tiny_sweep("[1e7]", "log_interval = 20\n", "[1]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const auto start = Clock::now();
   const std::string job = submit("--array 1 --time 1 --requeue");

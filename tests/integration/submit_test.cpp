@@ -12,26 +12,6 @@ namespace moescale::testing {
 namespace {
 namespace fs = std::filesystem;
 
-const char* kSweep = R"([sweep]
-name = "w"
-design = "grid"
-sizes = [2e3]
-tokens = [1e5]
-experts = [1, 4]
-routers = ["topk"]
-[model]
-vocab = 16
-seq_len = 32
-top_k = 2
-head_dim = 8
-aspect_ratio = 16
-router_dim = 8
-[train]
-batch_size = 8
-[data]
-dir = "markov"
-)";
-
 // Sets PATH for the commands a test runs, and puts it back afterwards.
 class PathFor {
  public:
@@ -48,7 +28,7 @@ class SubmitTest : public CliTest {
  protected:
   void SetUp() override {
     CliTest::SetUp();
-    write("s.toml", kSweep);
+    write("s.toml", tiny_sweep("[1e5]"));
     ASSERT_EQ(run("plan --config s.toml").status, 0);
   }
 

@@ -15,42 +15,8 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// Runs of a few seconds each, and with `long_tokens`, one that would take minutes.
-std::string sweep(const std::string& tokens, const std::string& extra_train = "",
-                  const std::string& experts = "[1, 4]") {
-  return R"([sweep]
-name = "w"
-design = "grid"
-sizes = [2e3]
-tokens = )" +
-         tokens + R"(
-experts = )" +
-         experts + R"(
-routers = ["topk"]
-[model]
-vocab = 16
-seq_len = 32
-top_k = 2
-head_dim = 8
-aspect_ratio = 16
-router_dim = 8
-[train]
-batch_size = 8
-lr = 1e-2
-eval_batches = 2
-)" + extra_train +
-         R"([data]
-dir = "markov"
-)";
-}
-
 class TrainTest : public CliTest {
  protected:
-  void prepare(const std::string& markov = "order=1,vocab=16,branching=3,tokens=100000") {
-    const Result r = run("data prepare -q --source synthetic:markov:" + markov + " --out markov");
-    ASSERT_EQ(r.status, 0) << r.err;
-  }
-
   // Starts `moescale ARGS` in the background; its stderr goes to LOG.
   pid_t start(const std::string& args, const std::string& log) const {
     const std::string cmd = "cd '" + dir_.string() + "' && MOESCALE_DB= " MOESCALE_BINARY " " +
@@ -83,8 +49,8 @@ class TrainTest : public CliTest {
 };
 
 TEST_F(TrainTest, ACheckpointOfAnotherStoreOrDataSetIsNeverResumed) {
-  prepare();
-  write("s.toml", sweep("[1e5]"));
+  prepare_markov();
+  write("s.toml", tiny_sweep("[1e5]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const Result first = run("train --sweep w --max-runs 1 -q");
   ASSERT_EQ(first.status, 0) << first.err;
@@ -99,7 +65,7 @@ TEST_F(TrainTest, ACheckpointOfAnotherStoreOrDataSetIsNeverResumed) {
   // A new store, new data in the same folder, the same plan: same keys, same folders.
   std::filesystem::remove(dir_ / "moescale.db");
   std::filesystem::remove_all(dir_ / "markov");
-  prepare("order=1,vocab=16,branching=1,tokens=100000");
+  prepare_markov("order=1,vocab=16,branching=1,tokens=100000");
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const Result second = run("train --sweep w --max-runs 1 -q");
   ASSERT_EQ(second.status, 0) << second.err;
@@ -112,8 +78,8 @@ TEST_F(TrainTest, ACheckpointOfAnotherStoreOrDataSetIsNeverResumed) {
 }
 
 TEST_F(TrainTest, ADeadWorkersRunIsTakenBackAtOnceAndShownStale) {
-  prepare();
-  write("s.toml", sweep("[3e7]", "", "[1]"));
+  prepare_markov();
+  write("s.toml", tiny_sweep("[3e7]", "", "[1]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const pid_t first = start("train --sweep w --threads 1", "first.log");
   ASSERT_TRUE(wait_running(1, first));
@@ -135,9 +101,9 @@ TEST_F(TrainTest, ADeadWorkersRunIsTakenBackAtOnceAndShownStale) {
 }
 
 TEST_F(TrainTest, ALiveRunIsNotStolenEvenWithSparseLogging) {
-  prepare();
+  prepare_markov();
   write("s.toml",
-        sweep("[3e7, 1e5]", "log_interval = 100000000\neval_interval = 100000000\n", "[1]"));
+        tiny_sweep("[3e7, 1e5]", "log_interval = 100000000\neval_interval = 100000000\n", "[1]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const json planned = runs();
   const int long_run = planned[0]["tokens"] > planned[1]["tokens"] ? planned[0]["id"].get<int>()
@@ -170,8 +136,8 @@ TEST_F(TrainTest, ALiveRunIsNotStolenEvenWithSparseLogging) {
 }
 
 TEST_F(TrainTest, WorkersTrainEveryRunOnceSplittingTheCores) {
-  prepare();
-  write("s.toml", sweep("[1e5, 2e5]"));
+  prepare_markov();
+  write("s.toml", tiny_sweep("[1e5, 2e5]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const Result r = run("train --sweep w --workers 2 -q");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -188,8 +154,8 @@ TEST_F(TrainTest, WorkersTrainEveryRunOnceSplittingTheCores) {
 }
 
 TEST_F(TrainTest, TrainSaysWhatItLeftAndWhy) {
-  prepare();
-  write("s.toml", sweep("[1e5]"));
+  prepare_markov();
+  write("s.toml", tiny_sweep("[1e5]"));
   ASSERT_EQ(run("plan --config s.toml").status, 0);
   const Result r = run("train --sweep w --max-runs 1 -q");
   ASSERT_EQ(r.status, 0) << r.err;
