@@ -2,62 +2,26 @@
 // `moescale db copy` moves a real store (planned, simulated, fitted with a
 // bootstrap, imported) SQLite -> PostgreSQL -> SQLite with every table unchanged.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "db/db.h"
 #include "tests/db/postgres_server.h"
+#include "tests/integration/cli_test.h"
 
 namespace moescale {
 namespace {
 namespace fs = std::filesystem;
 using testing::PostgresServer;
+using testing::Result;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-class PostgreSQLCliTest : public ::testing::Test {
+class PostgreSQLCliTest : public testing::CliTest {
  protected:
   void SetUp() override {
     if (!PostgresServer::get()) GTEST_SKIP() << PostgresServer::why_not();
-    dir_ = fs::temp_directory_path() /
-           (std::string("moescale_db_cli_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-
-  // moescale ARGS in the temp folder, with MOESCALE_DB set to `env`.
-  Result run(const std::string& args, const std::string& env = "") const {
-    const std::string err_file = (dir_ / "stderr.txt").string();
-    const std::string cmd = "cd '" + dir_.string() + "' && MOESCALE_DB='" + env +
-                            "' " MOESCALE_BINARY " " + args + " 2>'" + err_file + "'";
-    Result r;
-    FILE* pipe = popen(cmd.c_str(), "r");
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream in(err_file);
-    std::ostringstream s;
-    s << in.rdbuf();
-    r.err = s.str();
-    return r;
+    CliTest::SetUp();
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
 };
 
 void expect_same_rows(const std::string& a, const std::string& b) {

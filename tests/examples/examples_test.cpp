@@ -30,19 +30,8 @@ class Examples : public CliTest {
  protected:
   // Runs an example's script with this build's program and a database in the test folder.
   Result script(const std::string& name, const std::string& env = "") const {
-    const std::string err_file = (dir_ / "stderr.txt").string();
-    const std::string cmd = "cd '" + dir_.string() + "' && MOESCALE=" MOESCALE_BINARY " OUT='" +
-                            dir_.string() + "' " + env + " bash " + kExamples + "/" + name +
-                            "/run.sh 2>'" + err_file + "'";
-    Result r;
-    FILE* pipe = popen(cmd.c_str(), "r");
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = read(err_file);
-    return r;
+    return run_shell("MOESCALE=" MOESCALE_BINARY " OUT='" + dir_.string() + "' " + env + " bash " +
+                     kExamples + "/" + name + "/run.sh");
   }
 
   nlohmann::json dry_run(const std::string& config) const {

@@ -32,10 +32,16 @@ class CliTest : public ::testing::Test {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
-  Result run(const std::string& args) const {
+  // moescale ARGS in the test folder, with MOESCALE_DB set to `store` (empty: the default).
+  Result run(const std::string& args, const std::string& store = "") const {
+    return run_shell("MOESCALE_DB='" + store + "' " MOESCALE_BINARY " " + args);
+  }
+
+  // A shell command line run in the test folder: its stdout, stderr and exit status.
+  Result run_shell(const std::string& command_line) const {
     const std::string err_file = (dir_ / "stderr.txt").string();
-    const std::string cmd = "cd '" + dir_.string() + "' && MOESCALE_DB= " MOESCALE_BINARY " " +
-                            args + " 2>'" + err_file + "'";
+    const std::string cmd =
+        "cd '" + dir_.string() + "' && " + command_line + " 2>'" + err_file + "'";
     Result r;
     FILE* pipe = popen(cmd.c_str(), "r");
     std::array<char, 4096> buf{};
