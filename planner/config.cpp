@@ -260,6 +260,7 @@ void read_train(Section& s, TrainSettings& t) {
   s.number("z_loss_weight", t.z_loss_weight, false);
   s.integer("eval_interval", t.eval_interval, 0);
   s.integer("eval_batches", t.eval_batches, 1, 1 << 20);
+  s.integer("final_eval_batches", t.final_eval_batches, 1, 1 << 20);
   s.integer("log_interval", t.log_interval);
   s.integer("checkpoint_interval", t.checkpoint_interval, 0);
   int64_t seed = static_cast<int64_t>(t.seed);

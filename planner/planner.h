@@ -89,7 +89,11 @@ struct TrainSettings {
   double aux_loss_weight = 0.01;
   double z_loss_weight = 0.0;
   int64_t eval_interval = 0;  // steps; 0: about 10 evals per run
-  int64_t eval_batches = 8;
+  int64_t eval_batches = 8;         // batches per evaluation during training
+  int64_t final_eval_batches = 64;  // the final loss, the one fits use: a larger sample
+  // Specs stored before shared windows drew validation windows from the run's seed, so
+  // replicates were scored on different text; they keep that when resumed.
+  bool val_windows_per_seed = false;
   int64_t log_interval = 10;
   int64_t checkpoint_interval = 0;  // steps; 0: at evals, at most every 30 s, and at the end
   uint64_t seed = 1;

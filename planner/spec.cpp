@@ -44,6 +44,8 @@ json train_json(const TrainSettings& t) {
           {"z_loss_weight", t.z_loss_weight},
           {"eval_interval", t.eval_interval},
           {"eval_batches", t.eval_batches},
+          {"final_eval_batches", t.final_eval_batches},
+          {"val_windows_per_seed", t.val_windows_per_seed},
           {"log_interval", t.log_interval},
           {"checkpoint_interval", t.checkpoint_interval},
           {"seed", t.seed}};
@@ -100,6 +102,10 @@ RunSpec run_spec_from_json(std::string_view text) {
     t.at("z_loss_weight").get_to(ts.z_loss_weight);
     t.at("eval_interval").get_to(ts.eval_interval);
     t.at("eval_batches").get_to(ts.eval_batches);
+    // Specs stored before these keys scored the final loss like every other evaluation, on
+    // windows drawn from the run's seed.
+    ts.final_eval_batches = t.value("final_eval_batches", ts.eval_batches);
+    ts.val_windows_per_seed = t.value("val_windows_per_seed", true);
     t.at("log_interval").get_to(ts.log_interval);
     t.at("checkpoint_interval").get_to(ts.checkpoint_interval);
     t.at("seed").get_to(ts.seed);

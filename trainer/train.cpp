@@ -243,7 +243,7 @@ class Trainer {
   TrainResult run();
 
  private:
-  double evaluate();
+  double evaluate(int64_t batches);
   void save_checkpoint(int64_t step, double elapsed);
   int64_t load_checkpoint();  // returns the step to resume from
   void report_eval(int64_t step, double loss);
@@ -286,7 +286,7 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
       val_file_(data_file(spec, "val.bin")),
       train_data_(train_file_, spec.shape.seq_len, spec.train.batch_size, spec.train.seed),
       val_data_(val_file_, spec.shape.seq_len, spec.train.batch_size,
-                spec.train.seed ^ kValSeedSalt),
+                validation_seed(spec.train)),
       batch_(make_batch(spec.train.batch_size, spec.shape.seq_len)),
       feeder_(train_data_, spec.train.batch_size, spec.shape.seq_len, device_) {
   spec_.shape = spec.shape.resolved();
@@ -305,12 +305,12 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
   tokens_per_step_ = spec_.train.tokens_per_step(spec_.shape.seq_len);
 }
 
-double Trainer::evaluate() {
+double Trainer::evaluate(int64_t batches) {
   torch::NoGradGuard no_grad;
   AutocastGuard autocast(device_);
   model_->eval();
   double total = 0;
-  const int64_t batches = std::max<int64_t>(1, spec_.train.eval_batches);
+  batches = std::max<int64_t>(1, batches);
   for (int64_t i = 0; i < batches; ++i) {
     val_data_.fill(i, batch_.inputs.data_ptr<int64_t>(), batch_.targets.data_ptr<int64_t>());
     const auto out = model_->forward(batch_.inputs.to(device_));
@@ -412,7 +412,7 @@ TrainResult Trainer::run() {
   const int64_t log_every = std::max<int64_t>(1, t.log_interval);
   const int64_t first = load_checkpoint();
   if (first >= steps_) {
-    report_eval(steps_, evaluate());
+    report_eval(steps_, evaluate(t.final_eval_batches));
     return finish(TrainOutcome::done, steps_, "already complete");
   }
   model_->train();
@@ -473,7 +473,10 @@ TrainResult Trainer::run() {
       window_seconds = 0;
       window_steps = 0;
     }
-    if (done % eval_every == 0 || done == steps_) report_eval(done, evaluate());
+    if (done == steps_)
+      report_eval(done, evaluate(t.final_eval_batches));
+    else if (done % eval_every == 0)
+      report_eval(done, evaluate(t.eval_batches));
     // By default at most one interim checkpoint per kCheckpointSeconds: a short run
     // loses little when stopped, and would otherwise spend time writing them.
     const bool due =
@@ -487,6 +490,10 @@ TrainResult Trainer::run() {
 }
 
 }  // namespace
+
+uint64_t validation_seed(const TrainSettings& train) {
+  return train.val_windows_per_seed ? train.seed ^ kValSeedSalt : kValSeedSalt;
+}
 
 std::string resolve_device(const std::string& name) {
   return select_device(name).str();

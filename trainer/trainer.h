@@ -103,6 +103,11 @@ class WindowSampler {
   int64_t position_ = 0;
 };
 
+// The seed of a run's validation windows: the same for every run, so replicates differ by
+// training alone and a budget's runs are scored on the same text (per seed for specs
+// stored before, which keep what they were trained with).
+uint64_t validation_seed(const TrainSettings& train);
+
 // ---- training --------------------------------------------------------------
 
 struct TrainStepMetrics {

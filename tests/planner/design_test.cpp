@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "planner/planner.h"
@@ -132,6 +133,19 @@ TEST(RunSpec, JsonRoundTripKeepsTheKey) {
   EXPECT_NE(a.key(), b.key());
   EXPECT_EQ(run_spec_from_json(to_json(b)).shape.renormalizes(), b.shape.renormalizes());
   EXPECT_THROW(run_spec_from_json("{\"shape\": 3}"), std::invalid_argument);
+}
+
+TEST(RunSpec, SpecsStoredBeforeFinalEvalKeepTheirEvaluation) {
+  const RunSpec planned = plan_sweep(isoflop_config()).front().spec;
+  EXPECT_FALSE(planned.train.val_windows_per_seed);
+  EXPECT_EQ(planned.train.final_eval_batches, 64);
+  nlohmann::json old = nlohmann::json::parse(to_json(planned));
+  old["train"].erase("final_eval_batches");
+  old["train"].erase("val_windows_per_seed");
+  const RunSpec back = run_spec_from_json(old.dump());
+  EXPECT_TRUE(back.train.val_windows_per_seed) << "windows drawn from the run's seed, as trained";
+  EXPECT_EQ(back.train.final_eval_batches, back.train.eval_batches);
+  EXPECT_NE(back.key(), planned.key());
 }
 
 }  // namespace

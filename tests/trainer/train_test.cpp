@@ -102,6 +102,33 @@ TEST(TrainerRun, TinyModelReachesTheMarkovEntropyRate) {
   EXPECT_GT(sink.steps.back().tokens_per_s, 0);
 }
 
+TEST(TrainerRun, TheFinalLossIsScoredOnItsOwnLargerSample) {
+  TempDir data;
+  prepare_markov(data.str(), {2, 8, 3, 50'000});
+  RunSpec r = tiny_run(data.str(), 8, 6);
+  r.train.eval_interval = 3;
+  r.train.final_eval_batches = r.train.eval_batches;
+  RecordingSink same, larger;
+  ASSERT_EQ(train_run(r, cpu_options(), same).outcome, TrainOutcome::done);
+  r.train.final_eval_batches = 32;
+  const TrainResult res = train_run(r, cpu_options(), larger);
+  ASSERT_EQ(res.outcome, TrainOutcome::done) << res.message;
+  ASSERT_EQ(same.evals.size(), 2u);
+  ASSERT_EQ(larger.evals.size(), 2u);
+  EXPECT_EQ(same.evals[0].loss, larger.evals[0].loss) << "evaluations during training unchanged";
+  EXPECT_NE(same.evals[1].loss, larger.evals[1].loss) << "the final one reads more windows";
+  EXPECT_EQ(res.final_val_loss, larger.evals[1].loss);
+}
+
+TEST(TrainerRun, EverySeedIsScoredOnTheSameValidationWindows) {
+  TrainSettings one, two;
+  two.seed = 2;
+  EXPECT_EQ(validation_seed(one), validation_seed(two));
+  EXPECT_NE(validation_seed(one), one.seed) << "not the training windows";
+  one.val_windows_per_seed = two.val_windows_per_seed = true;  // a spec stored before
+  EXPECT_NE(validation_seed(one), validation_seed(two));
+}
+
 TEST(TrainerRun, DefaultCheckpointsOfAShortRunAreOnlyTheLast) {
   TempDir data, ckpt;
   prepare_markov(data.str(), {2, 8, 3, 50'000});
