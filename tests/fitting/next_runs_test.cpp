@@ -123,29 +123,24 @@ DesignStudyOptions study(uint64_t seed, int bootstrap) {
   return o;
 }
 
-// The acceptance check, averaged over seeds: plan --next shrinks the N* interval at
-// 100x the largest budget more, and lands closer to the true N*, than the same compute spent
-// on one more IsoFLOP budget. Here 3 seeds and small bootstraps; design_study_test (label
-// slow) runs 10 seeds, and bench/next_runs_study prints the figures.
-void expect_next_beats_uniform(int seeds, int bootstrap) {
-  double log_ratio[3] = {}, error[3] = {};
+// The interval half of the acceptance check, on 3 seeds and small bootstraps: plan
+// --next shrinks the N* interval at 100x the largest budget more than the same compute spent
+// on one more IsoFLOP budget. That is what it optimises, and it wins on nearly every seed.
+// Landing closer to the true N* is a claim about the mean only (plan --next has the smallest
+// error on about 3 seeds in 10, and a much smaller mean): 3 seeds cannot check it, and a change
+// of the simulated noise alone flipped it, so design_study_test (label slow) checks it over
+// 10 seeds, and bench/next_runs_study prints the figures.
+TEST(DesignStudy, NextNarrowsTheIntervalMoreThanUniformFast) {
+  const int seeds = 3;
+  double log_ratio[3] = {};
   for (int s = 1; s <= seeds; ++s) {
-    const DesignStudyResult r = run_design_study(study(static_cast<uint64_t>(s), bootstrap));
+    const DesignStudyResult r = run_design_study(study(static_cast<uint64_t>(s), 12));
     EXPECT_NEAR(r.next.compute, r.uniform.compute, 0.25 * r.next.compute) << s;
     const DesignArm* arms[3] = {&r.next, &r.uniform, &r.uniform_centred};
-    for (int k = 0; k < 3; ++k) {
-      log_ratio[k] += std::log(arms[k]->interval_ratio) / seeds;
-      error[k] += arms[k]->log_error / seeds;
-    }
+    for (int k = 0; k < 3; ++k) log_ratio[k] += std::log(arms[k]->interval_ratio) / seeds;
   }
   EXPECT_LT(log_ratio[0], log_ratio[1]);
   EXPECT_LT(log_ratio[0], log_ratio[2]);
-  EXPECT_LT(error[0], error[1]);
-  EXPECT_LT(error[0], error[2]);
-}
-
-TEST(DesignStudy, NextBeatsUniformFast) {
-  expect_next_beats_uniform(3, 12);
 }
 
 }  // namespace
