@@ -141,10 +141,11 @@ ModelShape shape_for_active_params(double target, const ModelShape& base, const 
   for (int64_t width = step; width <= 512 * rules.head_dim; width += step) {
     ModelShape s = base;
     int64_t head_dim = std::min(rules.head_dim, width);
+    // Heads are even: rotary positions rotate pairs of dimensions.
     const auto fits = [&](int64_t h) {
-      return width % h == 0 && (width / h) % rules.kv_group == 0;
+      return h % 2 == 0 && width % h == 0 && (width / h) % rules.kv_group == 0;
     };
-    while (head_dim > 1 && !fits(head_dim)) --head_dim;
+    while (head_dim > 2 && !fits(head_dim)) --head_dim;
     if (!fits(head_dim)) continue;
     const int64_t heads = width / head_dim;
     s.d_model = width;

@@ -182,6 +182,9 @@ void read_sweep(Section& s, SweepConfig& c) {
   s.number("span", c.span, true, 1e6);
   if (c.span < 1) s.fail("span", "must be at least 1");
   s.number("tokens_per_param", c.tokens_per_param, true, 1e9);
+  s.number("optimum_exponent", c.optimum_exponent, true, 1);
+  if (c.optimum_exponent >= 1)
+    s.fail("optimum_exponent", "must be below 1 (N* grows more slowly than C, since D = C/6N)");
   s.integer("replicates", c.replicates, 1, kMaxReplicates);
   s.numbers("replicate_budgets", c.replicate_budgets, kMaxBudget);
   for (double b : c.replicate_budgets)
@@ -231,7 +234,11 @@ void read_model(Section& s, SweepConfig& c) {
     m.renormalize = renormalize;
   }
   s.number("aspect_ratio", c.rules.aspect_ratio, true, 1e6);
-  s.integer("head_dim", c.rules.head_dim, 1, kMaxHeadDim);
+  s.integer("head_dim", c.rules.head_dim, 2, kMaxHeadDim);
+  if (c.rules.head_dim % 2 != 0)
+    s.fail("head_dim", fmt::format("must be even (got {}): rotary positions rotate pairs of "
+                                   "dimensions",
+                                   c.rules.head_dim));
   s.integer("width_step", c.rules.width_step, 0, kMaxHeadDim);
   s.integer("kv_group", c.rules.kv_group, 1, kMaxKvGroup);
   s.integer("ffn_multiple", c.rules.ffn_multiple, 1, kMaxFfnMultiple);

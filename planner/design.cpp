@@ -35,6 +35,7 @@ ModelShape snapped_shape(double target, const ModelShape& base, const SweepConfi
   const bool fits = shape.experts == base.experts && shape.router == base.router &&
                     (c.rules.width_step > 0 ? shape.head_dim <= c.rules.head_dim
                                             : shape.head_dim == c.rules.head_dim) &&
+                    shape.head_dim % 2 == 0 &&
                     shape.n_heads == shape.n_kv_heads * c.rules.kv_group &&
                     shape.n_layers >= c.rules.min_layers && shape.n_layers <= c.rules.max_layers &&
                     (base.experts == 1 || shape.moe_layers() > 0);
@@ -68,8 +69,17 @@ std::vector<ModelShape> routed_bases(const SweepConfig& c) {
   return bases;
 }
 
+// The prior optimum N*: sqrt(C/(6·tokens_per_param)) at the smallest budget, growing as
+// C^optimum_exponent from there, so tokens per parameter fall with C when the exponent is
+// above 0.5.
+double prior_optimum(const SweepConfig& c, double budget) {
+  const double smallest = *std::min_element(c.budgets.begin(), c.budgets.end());
+  return std::sqrt(smallest / (6.0 * c.tokens_per_param)) *
+         std::pow(budget / smallest, c.optimum_exponent);
+}
+
 std::vector<double> isoflop_sizes(const SweepConfig& c, double budget) {
-  const double optimum = std::sqrt(budget / (6.0 * c.tokens_per_param));
+  const double optimum = prior_optimum(c, budget);
   std::vector<double> sizes;
   for (int64_t i = 0; i < c.points_per_budget; ++i) {
     const double t = c.points_per_budget == 1 ? 0.0 : 2.0 * i / (c.points_per_budget - 1) - 1.0;

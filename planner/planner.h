@@ -88,7 +88,7 @@ struct TrainSettings {
   double grad_clip = 1.0;
   double aux_loss_weight = 0.01;
   double z_loss_weight = 0.0;
-  int64_t eval_interval = 0;  // steps; 0: about 10 evals per run
+  int64_t eval_interval = 0;        // steps; 0: about 10 evals per run
   int64_t eval_batches = 8;         // batches per evaluation during training
   int64_t final_eval_batches = 64;  // the final loss, the one fits use: a larger sample
   // Specs stored before shared windows drew validation windows from the run's seed, so
@@ -132,7 +132,10 @@ struct SweepConfig {
   std::vector<double> budgets;    // isoflop
   int64_t points_per_budget = 5;  // isoflop
   double span = 4.0;              // isoflop: sizes in [N*/span, N*·span]
-  double tokens_per_param = 20;   // isoflop prior optimum
+  double tokens_per_param = 20;   // isoflop prior optimum D/N at the smallest budget
+  // isoflop: the prior N* grows as C^optimum_exponent from the smallest budget; 0.5 keeps
+  // tokens_per_param at every budget (Chinchilla). Small models' optima grow faster.
+  double optimum_exponent = 0.5;
   // Seeds per replicated point (run-to-run noise), and the budgets whose points are
   // replicated (isoflop; empty: the middle budget). Grid sweeps replicate every point.
   int64_t replicates = 1;

@@ -136,8 +136,9 @@ TEST(Accounting, ShapeForActiveParamsLandsNearTheTarget) {
   }
 }
 
-// With width_step, widths step by it and each takes the widest head up to head_dim that divides
-// it: narrow models get few wide heads (fast attention) instead of many tiny ones.
+// With width_step, widths step by it and each takes the widest even head up to head_dim that
+// divides it: narrow models get few wide heads (fast attention) instead of many tiny ones, and
+// every head has the pairs of dimensions rotary positions rotate.
 TEST(Accounting, WidthStepGivesEachWidthItsWidestHead) {
   ModelShape base;
   base.vocab = 256;
@@ -153,12 +154,17 @@ TEST(Accounting, WidthStepGivesEachWidthItsWidestHead) {
     EXPECT_EQ(s.d_model % 4, 0) << target;
     EXPECT_EQ(s.n_heads * s.head_dim, s.d_model) << target;
     EXPECT_LE(s.head_dim, 16) << target;
-    for (int64_t h = s.head_dim + 1; h <= std::min<int64_t>(16, s.d_model); ++h)
-      EXPECT_NE(s.d_model % h, 0) << "a wider head divides " << s.d_model;
+    EXPECT_EQ(s.head_dim % 2, 0) << s.d_model;
+    for (int64_t h = s.head_dim + 2; h <= std::min<int64_t>(16, s.d_model); h += 2)
+      EXPECT_NE(s.d_model % h, 0) << "a wider even head divides " << s.d_model;
     widths.insert(s.d_model);
+    if (s.d_model == 44) {
+      EXPECT_EQ(s.head_dim, 4) << "44 = 4 x 11: the widest even head is 4";
+    }
   }
   EXPECT_TRUE(widths.count(4));   // narrower than head_dim: one head of 4
   EXPECT_TRUE(widths.count(12));  // not a multiple of 16: one head of 12
+  EXPECT_TRUE(widths.count(44));
   // Without width_step every head is head_dim wide, as before.
   rules.width_step = 0;
   const ModelShape s = shape_for_active_params(2e4, base, rules);

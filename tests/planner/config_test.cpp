@@ -53,9 +53,20 @@ TEST(Config, RenormalizeAndReplicates) {
   EXPECT_FALSE(k1.renormalizes()) << "top-1 scales by the router probability by default";
 }
 
-TEST(Config, ShippedConfigsPlan) {
-  const SweepConfig c = load_sweep_config(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
-  EXPECT_FALSE(plan_sweep(c).empty());
+// Every shape a shipped config plans is one the trainer builds: heads even for rotary
+// positions (a d = 44 model once got heads 11 wide), whole heads, kv groups that divide.
+TEST(Config, ShippedConfigsPlanShapesTheTrainerBuilds) {
+  for (const char* path : {"/configs/tiny-cpu.toml", "/examples/gpu-sweep.toml"}) {
+    const SweepConfig c = load_sweep_config(std::string(MOESCALE_SOURCE_DIR) + path);
+    const auto runs = plan_sweep(c);
+    EXPECT_FALSE(runs.empty()) << path;
+    for (const PlannedRun& r : runs) {
+      const ModelShape& s = r.spec.shape;
+      EXPECT_EQ(s.head_dim % 2, 0) << path << " " << r.spec.key();
+      EXPECT_EQ(s.n_heads * s.head_dim, s.d_model) << path << " " << r.spec.key();
+      EXPECT_EQ(s.n_heads % s.n_kv_heads, 0) << path << " " << r.spec.key();
+    }
+  }
 }
 
 struct BadCase {
@@ -75,6 +86,10 @@ TEST(Config, ErrorsNameTheKeyAndTheFile) {
       {"name = \"s\"", "name = \"s", "cfg.toml:3:"},
       {"budgets = [1e11, 3e11]", "", "sweep.budgets in cfg.toml: an isoflop sweep needs budgets"},
       {"name = \"s\"", "name = \"s\"\ndesign = \"random\"", "sweep.design in cfg.toml: 'random'"},
+      {"name = \"s\"", "name = \"s\"\noptimum_exponent = 1.0",
+       "sweep.optimum_exponent in cfg.toml: must be below 1"},
+      {"name = \"s\"", "name = \"s\"\noptimum_exponent = 0", "sweep.optimum_exponent in cfg.toml"},
+      {"top_k = 2", "top_k = 2\nhead_dim = 11", "model.head_dim in cfg.toml: must be even"},
   };
   for (const BadCase& c : cases) {
     std::string text = kValid;

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -52,6 +53,36 @@ TEST(IsoFlop, EachRunSpendsItsBudgetAndSizesSpanAroundTheOptimum) {
     EXPECT_GT(r.est_seconds, 0);
     EXPECT_GT(r.compute_full, r.compute_6n);
   }
+}
+
+// With optimum_exponent a, the prior N* is tokens_per_param's at the smallest budget and
+// grows as C^a from there: 0.5 is the constant ratio, 0.75 moves the larger budgets' sizes
+// up by (C/C_min)^0.25.
+TEST(IsoFlop, TheOptimumExponentMovesTheLargerBudgetsSizes) {
+  SweepConfig c = isoflop_config();
+  c.budgets = {1e12, 1e14};
+  c.points_per_budget = 3;
+  c.span = 2;
+  auto middle_sizes = [&] {
+    std::map<double, std::vector<double>> sizes;  // budget -> N_active of the dense runs
+    for (const PlannedRun& r : plan_sweep(c))
+      if (r.spec.shape.experts == 1) sizes[r.budget].push_back(double(r.params.active));
+    std::map<double, double> middle;
+    for (auto& [budget, n] : sizes) {
+      std::sort(n.begin(), n.end());
+      middle[budget] = n[n.size() / 2];
+    }
+    return middle;
+  };
+  const auto constant = middle_sizes();
+  c.optimum_exponent = 0.75;
+  const auto steeper = middle_sizes();
+  for (double budget : c.budgets) {
+    const double prior = std::sqrt(budget / (6.0 * c.tokens_per_param));  // at 0.5
+    EXPECT_LT(std::abs(std::log(constant.at(budget) / prior)), std::log(1.3)) << budget;
+  }
+  EXPECT_NEAR(steeper.at(1e12) / constant.at(1e12), 1, 0.05);
+  EXPECT_NEAR(std::log(steeper.at(1e14) / constant.at(1e14)), std::log(std::pow(100, 0.25)), 0.3);
 }
 
 TEST(IsoFlop, SnappedDuplicatesAreDropped) {
