@@ -88,6 +88,39 @@ std::vector<double> isoflop_sizes(const SweepConfig& c, double budget) {
   return sizes;
 }
 
+// The shapes of a budget's sizes. Small models snap to few shapes, so neighbouring sizes
+// can land on one shape, or on two a few percent apart, and the budget would cover less
+// than its span (a minimum at the edge of the narrower range is no bracket). A point less
+// than half a grid step from its neighbour nearer the centre looks outward for a shape at
+// least that far, up to half a grid step past its own size; if there is none it stays, and a
+// duplicate is dropped later.
+std::vector<ModelShape> isoflop_shapes(const SweepConfig& c, const ModelShape& base,
+                                       double budget) {
+  const std::vector<double> sizes = isoflop_sizes(c, budget);
+  std::vector<ModelShape> shapes;
+  for (double n : sizes) shapes.push_back(snapped_shape(n, base, c));
+  if (sizes.size() < 2) return shapes;
+  const double grid_step = sizes[1] / sizes[0];
+  auto log_active = [](const ModelShape& s) {
+    return std::log(static_cast<double>(count_params(s).active));
+  };
+  auto spread = [&](std::size_t i, std::size_t inner, double direction) {
+    const double apart = 0.5 * std::log(grid_step),
+                 limit = sizes[i] * std::pow(grid_step, 0.5 * direction);
+    for (double t = sizes[i]; direction * (limit - t) >= 0; t *= std::pow(1.05, direction)) {
+      const ModelShape s = snapped_shape(t, base, c);
+      if (direction * (log_active(s) - log_active(shapes[inner])) >= apart) {
+        shapes[i] = s;
+        return;
+      }
+    }
+  };
+  const std::size_t mid = sizes.size() / 2;
+  for (std::size_t i = mid; i-- > 0;) spread(i, i + 1, -1);
+  for (std::size_t i = mid + 1; i < sizes.size(); ++i) spread(i, i - 1, +1);
+  return shapes;
+}
+
 // The budgets whose points get extra seeds: those named, or the middle one.
 std::set<double> replicated_budgets(const SweepConfig& c) {
   if (c.replicates <= 1 || c.budgets.empty()) return {};
@@ -156,8 +189,7 @@ std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   for (const ModelShape& base : routed_bases(c)) {
     if (c.design == Design::isoflop) {
       for (double budget : c.budgets)
-        for (double n : isoflop_sizes(c, budget)) {
-          const ModelShape shape = snapped_shape(n, base, c);
+        for (const ModelShape& shape : isoflop_shapes(c, base, budget)) {
           const double active = static_cast<double>(count_params(shape).active);
           add(shape, tokens_for_compute(budget, active), budget);
         }

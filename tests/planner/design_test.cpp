@@ -85,6 +85,33 @@ TEST(IsoFlop, TheOptimumExponentMovesTheLargerBudgetsSizes) {
   EXPECT_NEAR(std::log(steeper.at(1e14) / constant.at(1e14)), std::log(std::pow(100, 0.25)), 0.3);
 }
 
+// Small models snap to few shapes. The embedded example once planned RMoE at 3e10 FLOPs as
+// 1.62K, 1.62K, 3.12K, 5.9K, 8.61K: the two smallest sizes merged, the range lost its low end,
+// and the lowest loss sat at the edge. Merged points now look outward, so every group's sizes
+// reach within a factor 1.5 of both ends of its span.
+TEST(IsoFlop, MergedSmallShapesSpreadToTheEndsOfTheSpan) {
+  const SweepConfig c = load_sweep_config(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
+  std::map<std::string, std::pair<double, double>> range;  // group and budget -> smallest, largest
+  std::map<std::string, double> budget_of;
+  for (const PlannedRun& r : plan_sweep(c)) {
+    const std::string g =
+        fmt::format("{}{} at {:g}", to_string(r.spec.shape.router), r.spec.shape.experts, r.budget);
+    const double n = static_cast<double>(r.params.active);
+    auto [it, fresh] = range.emplace(g, std::make_pair(n, n));
+    it->second = {std::min(it->second.first, n), std::max(it->second.second, n)};
+    budget_of[g] = r.budget;
+  }
+  ASSERT_EQ(range.size(), 9u);
+  for (const auto& [g, r] : range) {
+    const double budget = budget_of.at(g);
+    const double smallest = *std::min_element(c.budgets.begin(), c.budgets.end());
+    const double centre = std::sqrt(smallest / (6.0 * c.tokens_per_param)) *
+                          std::pow(budget / smallest, c.optimum_exponent);
+    EXPECT_LE(r.first, 1.5 * centre / c.span) << g;
+    EXPECT_GE(r.second, centre * c.span / 1.5) << g;
+  }
+}
+
 TEST(IsoFlop, SnappedDuplicatesAreDropped) {
   SweepConfig c = isoflop_config();
   c.points_per_budget = 40;  // far more sizes than distinct shapes in the span
