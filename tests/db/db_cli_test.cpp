@@ -51,7 +51,10 @@ TEST_F(PostgreSQLCliTest, DbCopyMovesAStoreToPostgresAndBackUnchanged) {
   const std::string url = PostgresServer::get()->create_database("cli_copy");
   const Result to_server = run("db copy --from a.db --to '" + url + "' --json");
   ASSERT_EQ(to_server.status, 0) << to_server.err;
-  EXPECT_NE(to_server.out.find("\"runs\": 46"), std::string::npos) << to_server.out;
+  const std::size_t runs = Database(a, Database::Mode::read_only).table_rows("runs").size();
+  EXPECT_GT(runs, 0u);
+  EXPECT_NE(to_server.out.find("\"runs\": " + std::to_string(runs) + ","), std::string::npos)
+      << to_server.out;
   EXPECT_NE(to_server.out.find("\"fits\": 1,"), std::string::npos) << to_server.out;
   EXPECT_EQ(to_server.out.find("\"observations\": 0"), std::string::npos) << to_server.out;
   expect_same_rows(a, url);
