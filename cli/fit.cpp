@@ -116,6 +116,11 @@ void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r
   }
   fmt::print("  objective {:.8g} (Huber δ={:g} on log loss), RMSLE {:.4g}, {} starts in {:.2f}s\n",
              r.objective, r.delta, r.rmsle, r.starts, r.seconds);
+  if (r.noise.measured())
+    fmt::print(
+        "  run-to-run noise {:.4g} (sd of log loss, {} points trained with several seeds, "
+        "{} dof): the RMSLE is {:.2f} times it\n",
+        r.noise.sd_log_loss, r.noise.sets, r.noise.dof, r.rmsle / r.noise.sd_log_loss);
   if (r.holdout)
     fmt::print("  held out {} runs with C ≥ {:.3g}: RMSLE {:.4g}, mean log error {:+.4g}\n",
                r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle, r.holdout->mean_error);

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 
 #include "fitting/fitting.h"
 
@@ -44,6 +46,16 @@ ReplicateNoise replicate_noise(const std::vector<std::vector<double>>& loss_sets
     out.dof += set.size() - 1;
   }
   if (out.dof > 0) out.sd_log_loss = std::sqrt(squares / static_cast<double>(out.dof));
+  return out;
+}
+
+std::vector<std::vector<double>> replicate_sets(const std::vector<Observation>& observations) {
+  using Point = std::tuple<double, double, double, double, double, double>;
+  std::map<Point, std::vector<double>> sets;
+  for (const Observation& o : observations)
+    sets[{o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity}].push_back(o.loss);
+  std::vector<std::vector<double>> out;
+  for (auto& [point, losses] : sets) out.push_back(std::move(losses));
   return out;
 }
 

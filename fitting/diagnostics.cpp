@@ -19,6 +19,8 @@ namespace {
 constexpr double kBudgetTolerance = 0.02;     // runs within 2% of compute share a budget
 constexpr int64_t kShortRunSteps = 300;       // fewer optimiser steps: a run far from converged
 constexpr double kHoldoutLimit = 0.02;        // held-out RMSLE above 2%
+constexpr double kLackOfFit = 2;              // RMSLE over this many times the measured noise
+constexpr std::size_t kMinNoiseDof = 3;       // fewer: the noise itself is too uncertain
 constexpr double kScaleIntervalFactor = 100;  // bootstrap hi/lo of a scale parameter
 // Column-normalised Jacobian of log L_hat: above this condition number a direction of the
 // parameters barely changes the fit (the Epoch Chinchilla fit stays below it: a test checks).
@@ -292,6 +294,16 @@ std::vector<Diagnostic> diagnose(const FitResult& fit, const std::vector<Observa
                    fmt::format("{} of {} runs trained fewer than {} optimiser steps: their loss is "
                                "far from converged and bends the fit; train longer runs",
                                short_runs, obs.size(), kShortRunSteps)});
+  if (fit.noise.measured() && fit.noise.dof >= kMinNoiseDof &&
+      fit.rmsle > kLackOfFit * fit.noise.sd_log_loss)
+    out.push_back(
+        {"lack_of_fit",
+         fmt::format("the law misses the runs by {:.3g} RMSLE, {:.1f} times the run-to-run noise "
+                     "that {} points trained with several seeds measure (sd of log loss {:.3g}): "
+                     "the misfit is systematic, not noise; try another law, or look for bad runs "
+                     "in the residuals",
+                     fit.rmsle, fit.rmsle / fit.noise.sd_log_loss, fit.noise.sets,
+                     fit.noise.sd_log_loss)});
   if (fit.holdout && fit.holdout->rmsle > kHoldoutLimit)
     out.push_back({"extrapolation",
                    fmt::format("the law misses the {} held-out runs (C >= {:.3g}) by {:.2g}% "

@@ -701,6 +701,7 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
       result.bounds[g.name] = {g.lower, g.upper};
   if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
   if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
+  result.noise = replicate_noise(replicate_sets(observations));
   result.diagnostics = diagnose(result, observations);
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
@@ -766,6 +767,11 @@ std::string to_json(const FitResult& r) {
   j["diagnostics"] = json::array();
   for (const auto& d : r.diagnostics)
     j["diagnostics"].push_back({{"code", d.code}, {"message", d.message}});
+  if (r.noise.measured())
+    j["noise"] = {{"sd_log_loss", r.noise.sd_log_loss},
+                  {"sets", r.noise.sets},
+                  {"runs", r.noise.runs},
+                  {"dof", r.noise.dof}};
   j["seconds"] = r.seconds;
   return j.dump();
 }
@@ -820,6 +826,11 @@ FitResult fit_result_from_json(std::string_view text) {
       for (const auto& d : j.at("diagnostics"))
         r.diagnostics.push_back(
             {d.at("code").get<std::string>(), d.at("message").get<std::string>()});
+    if (j.contains("noise")) {  // absent in fits without replicates and in older fits
+      const auto& n = j.at("noise");
+      r.noise = {n.at("sd_log_loss").get<double>(), n.at("sets").get<std::size_t>(),
+                 n.at("runs").get<std::size_t>(), n.at("dof").get<std::size_t>()};
+    }
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value
     return r;

@@ -170,6 +170,13 @@ struct Diagnostic {
   std::string message;
 };
 
+// The pooled run-to-run noise of replicates (replicate_noise below).
+struct ReplicateNoise {
+  double sd_log_loss = std::numeric_limits<double>::quiet_NaN();  // NaN: no replicates
+  std::size_t sets = 0, runs = 0, dof = 0;                        // sets with >= 2 runs
+  bool measured() const { return dof > 0; }
+};
+
 struct FitResult {
   std::string law;
   std::string expression;
@@ -193,6 +200,9 @@ struct FitResult {
   // The bounds the fit kept each fitted parameter in (only bounded ones).
   std::map<std::string, std::pair<double, double>> bounds;
   std::vector<Diagnostic> diagnostics;  // from diagnose(), at the time of the fit
+  // The run-to-run noise of the fitted observations' replicates: what the RMSLE is judged
+  // against (lack_of_fit) and what plan --next expects a new run's loss to carry.
+  ReplicateNoise noise;
   double seconds = 0;
 
   double predict(const Observation& x) const;  // compiles on each call: cache for loops
@@ -215,7 +225,8 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
 // lowest loss is at its smallest or largest model), param_at_bound, unidentified (bootstrap
 // interval over a factor 100 for a scale, or a near-singular Jacobian), degenerate (a term
 // vanishes), systematic_residual (a group's or budget's mean log residual over twice the
-// RMSLE), short_runs (trained runs under 300 steps), extrapolation (holdout RMSLE over 2%).
+// RMSLE), short_runs (trained runs under 300 steps), extrapolation (holdout RMSLE over 2%),
+// lack_of_fit (RMSLE over twice the run-to-run noise measured from replicates).
 std::vector<Diagnostic> diagnose(const FitResult& fit,
                                  const std::vector<Observation>& observations);
 // Only the checks on the data's design (edge_minimum): no fit needed.
@@ -385,7 +396,7 @@ struct NextRunsOptions {
   int max_runs = 5;
   std::vector<int64_t> experts;  // default: those in the observations
   Router router = Router::topk;  // of the MoE runs
-  double noise = 0;              // log-loss noise; 0: the fit's RMSLE (at least 1e-3)
+  double noise = 0;  // log-loss noise; 0: the larger of the fit's RMSLE and its measured noise
   double min_params = 1e3, max_params = 1e14;
 };
 struct ProposedRun {
@@ -445,11 +456,9 @@ namespace moescale::fitting {
 // Run-to-run noise from replicates: the pooled standard deviation of log loss,
 // sqrt(Σ_sets Σ (log L − mean)² / Σ_sets (n − 1)), over sets of runs of one point
 // (same shape and tokens, different seeds). Sets of one run add nothing.
-struct ReplicateNoise {
-  double sd_log_loss = std::numeric_limits<double>::quiet_NaN();  // NaN: no replicates
-  std::size_t sets = 0, runs = 0, dof = 0;                         // sets with >= 2 runs
-};
 ReplicateNoise replicate_noise(const std::vector<std::vector<double>>& loss_sets);
+// The losses of observations at one point (N_active, N_total, D, E, k): replicate seeds.
+std::vector<std::vector<double>> replicate_sets(const std::vector<Observation>& observations);
 
 // best(b) − best(a) of two sets of final losses at one budget (< 0: b is better), with
 // a bootstrap percentile interval. With sd_log_loss > 0 each resample perturbs every
@@ -462,8 +471,8 @@ struct BestLossDifference {
   bool parametric = false;  // true: from the noise
 };
 BestLossDifference best_loss_difference(const std::vector<double>& losses_a,
-                                        const std::vector<double>& losses_b,
-                                        double sd_log_loss, int resamples = 2000,
-                                        double confidence = 0.95, uint64_t seed = 1);
+                                        const std::vector<double>& losses_b, double sd_log_loss,
+                                        int resamples = 2000, double confidence = 0.95,
+                                        uint64_t seed = 1);
 
 }  // namespace moescale::fitting

@@ -5,7 +5,9 @@
 // on the law. For every candidate run x (a real shape, snapped by the planner) and every
 // bootstrap set b they give f_b(x) = log L_b(x), and at the target budget g_b,e = log N*_e.
 // Treating (g, f) as jointly Gaussian with the ensemble's covariance S, observing
-// y = f(x) + noise (sd sigma: the fit's RMSLE) shrinks var(g_e) by S[e,x]^2 / (S[x,x] +
+// y = f(x) + noise (sd sigma: the fit's RMSLE, or the run-to-run noise measured from
+// replicates when that is larger, since a fit can pass closer to its points than a new
+// run's seed allows) shrinks var(g_e) by S[e,x]^2 / (S[x,x] +
 // sigma^2) (the linear-Gaussian, ensemble-Kalman update). Candidates are picked greedily by
 // that shrinkage, summed over E, per FLOP of the run (6 N D), within the allowance; after
 // each pick S is updated by the same rank-one formula, so the next pick values only what
@@ -204,7 +206,8 @@ NextRunsPlan propose_next_runs(const FitResult& fit, const std::vector<Observati
   const Eigen::MatrixXd centred = z.rowwise() - z.colwise().mean();
   Eigen::MatrixXd s = centred.transpose() * centred / static_cast<double>(rows.size() - 1);
   const Eigen::MatrixXd s0 = s;
-  const double sigma = o.noise > 0 ? o.noise : std::max(fit.rmsle, 1e-3);
+  const double measured = fit.noise.measured() ? fit.noise.sd_log_loss : 0.0;
+  const double sigma = o.noise > 0 ? o.noise : std::max({fit.rmsle, measured, 1e-3});
   auto total_var = [&] {
     double v = 0;
     for (std::size_t e = 0; e < m; ++e)

@@ -127,5 +127,44 @@ TEST(Diagnostics, SystematicResidual) {
               ::testing::HasSubstr("systematic_residual: group E=8: the law over-predicts"));
 }
 
+// The middle budget's 7 points trained again: the same point with fresh 0.3% noise.
+std::vector<Observation> with_replicates(std::vector<Observation> obs) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 0.003);
+  for (std::size_t i = 14; i < 21; ++i) {
+    Observation o = obs[i];
+    o.loss = chinchilla_truth(o.n_active, o.tokens) * std::exp(noise(rng));
+    obs.push_back(o);
+  }
+  return obs;
+}
+
+// The fit carries the run-to-run noise its replicates measure (stored with it), and judges its
+// RMSLE against it: the right law fits within the noise, a law without the data term cannot.
+TEST(Diagnostics, LackOfFitIsJudgedAgainstTheReplicateNoise) {
+  const auto obs = with_replicates(isoflop(0.25, 4));
+  const FitResult right = fit_law(builtin_law("chinchilla"), obs);
+  ASSERT_TRUE(right.noise.measured());
+  EXPECT_EQ(right.noise.sets, 7u);
+  EXPECT_EQ(right.noise.runs, 14u);
+  EXPECT_EQ(right.noise.dof, 7u);
+  EXPECT_GT(right.noise.sd_log_loss, 0.0015);
+  EXPECT_LT(right.noise.sd_log_loss, 0.005);
+  EXPECT_EQ(messages(right.diagnostics), "");
+  const FitResult stored = fit_result_from_json(to_json(right));
+  EXPECT_DOUBLE_EQ(stored.noise.sd_log_loss, right.noise.sd_log_loss);
+  EXPECT_EQ(stored.noise.dof, 7u);
+
+  const FitResult wrong = fit_law(custom_law("E0 + exp(a)/N^alpha"), obs);
+  EXPECT_GT(wrong.rmsle, 2 * wrong.noise.sd_log_loss);
+  EXPECT_THAT(messages(wrong.diagnostics), ::testing::HasSubstr("lack_of_fit: the law misses"));
+
+  // Without replicates the noise is unmeasured and nothing is judged against it.
+  const FitResult alone = fit_law(custom_law("E0 + exp(a)/N^alpha"), isoflop(0.25, 4));
+  EXPECT_FALSE(alone.noise.measured());
+  EXPECT_THAT(codes(alone.diagnostics), ::testing::Not(::testing::Contains("lack_of_fit")));
+  EXPECT_FALSE(fit_result_from_json(to_json(alone)).noise.measured());
+}
+
 }  // namespace
 }  // namespace moescale::fitting

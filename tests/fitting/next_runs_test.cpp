@@ -105,6 +105,12 @@ TEST(NextRuns, ProposesRealShapesWithinTheAllowanceThatShrinkTheInterval) {
   for (const ProposedRun& p : plan.runs) above = above || p.run.params.active > largest;
   EXPECT_TRUE(above);
 
+  // Run-to-run noise measured from replicates, when larger than the RMSLE, is what a new run's
+  // loss carries: each run then tells less, and the same allowance narrows the interval less.
+  FitResult noisy = fit;
+  noisy.noise = {10 * fit.rmsle, 5, 10, 5};
+  EXPECT_GT(propose_next_runs(noisy, data.observations, sweep, data.keys, o).sd_end, plan.sd_end);
+
   o.allowance = 1;  // nothing affordable
   EXPECT_TRUE(propose_next_runs(fit, data.observations, sweep, data.keys, o).runs.empty());
   FitResult bare = fit;
