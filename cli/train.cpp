@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -60,6 +62,10 @@ struct Tally {
 struct SweepProgress {
   int index = 0, total = 0;
   double remaining_estimate = 0;  // est. seconds of the runs after this one
+  // Wall time over the planner's estimate of the sweep's finished runs (NaN: none yet), and
+  // how many runs are training now: the rest is shared among them.
+  double finished_pace = std::numeric_limits<double>::quiet_NaN();
+  int training = 1;
 };
 
 // Connects the trainer's MetricSink to the database and prints progress. Every
@@ -90,9 +96,13 @@ class DatabaseSink : public MetricSink {
     const int64_t steps = run_.plan.spec.steps();
     const double done = static_cast<double>(m.step) / static_cast<double>(steps);
     const double run_eta = done > 0 ? m.elapsed_s * (1 - done) / done : NAN;
-    // Scale the planner's estimate of the rest by how this run compares to its own.
-    const double pace = done > 0 ? m.elapsed_s / (done * run_.plan.est_seconds) : 1.0;
-    const double sweep_eta = run_eta + progress_.remaining_estimate * pace;
+    // Scale the planner's estimate of the rest by how the finished runs compared to theirs
+    // (before any finished, by this run's, which its start-up inflates), shared among the
+    // runs training now.
+    const double pace = std::isfinite(progress_.finished_pace) ? progress_.finished_pace
+                        : done > 0 ? m.elapsed_s / (done * run_.plan.est_seconds)
+                                   : 1.0;
+    const double sweep_eta = run_eta + progress_.remaining_estimate * pace / progress_.training;
     const ModelShape& s = run_.plan.spec.shape;
     fmt::print(stderr,
                "run {}/{} #{} {} E{} N={}: step {}/{} loss {:.4f}{} {} tok/s, ETA run {}, "
@@ -252,12 +262,19 @@ SweepProgress sweep_progress(const Database& db, const std::string& sweep) {
   SweepProgress p;
   const auto all = db.runs(sweep, std::nullopt);
   p.total = static_cast<int>(all.size());
-  int finished = 0;
+  int finished = 0, training = 0;
+  double finished_estimate = 0, finished_wall = 0;
   for (const RunRecord& r : all) {
     if (r.status == RunStatus::planned) p.remaining_estimate += r.plan.est_seconds;
+    if (r.status == RunStatus::running) ++training;
     if (r.status != RunStatus::planned && r.status != RunStatus::running) ++finished;
+    if (r.status == RunStatus::done && r.wall_seconds && r.plan.est_seconds > 0)
+      finished_estimate += r.plan.est_seconds, finished_wall += *r.wall_seconds;
   }
   p.index = finished + 1;
+  p.training = std::max(1, training);
+  if (finished_estimate > 0 && finished_wall > 0)
+    p.finished_pace = finished_wall / finished_estimate;
   return p;
 }
 
