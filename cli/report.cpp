@@ -8,7 +8,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <tuple>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -418,15 +417,14 @@ std::string router_table(const SweepData& d, double budget) {
 
 // ---- run-to-run noise and MoE against dense ------------------------------------
 
-// The final losses of each point trained with several seeds (same group, shape, tokens).
+// The final losses of each point trained with several seeds, group by group.
 std::vector<std::vector<double>> replicate_sets(const SweepData& d) {
-  std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, std::vector<double>> sets;
-  for (const Group& g : d.groups)
-    for (const RunRecord& r : g.runs)
-      sets[{g.name, r.plan.params.active, r.plan.params.total, r.plan.spec.tokens}].push_back(
-          *r.final_loss);
   std::vector<std::vector<double>> out;
-  for (auto& [point, losses] : sets) out.push_back(std::move(losses));
+  for (const Group& g : d.groups) {
+    std::vector<fitting::Observation> obs;
+    for (const RunRecord& r : g.runs) obs.push_back(observation_of(r));
+    for (auto& set : fitting::replicate_sets(obs)) out.push_back(std::move(set));
+  }
   return out;
 }
 

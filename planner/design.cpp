@@ -35,7 +35,6 @@ ModelShape snapped_shape(double target, const ModelShape& base, const SweepConfi
   const bool fits = shape.experts == base.experts && shape.router == base.router &&
                     (c.rules.width_step > 0 ? shape.head_dim <= c.rules.head_dim
                                             : shape.head_dim == c.rules.head_dim) &&
-                    shape.head_dim % 2 == 0 &&
                     shape.n_heads == shape.n_kv_heads * c.rules.kv_group &&
                     shape.n_layers >= c.rules.min_layers && shape.n_layers <= c.rules.max_layers &&
                     (base.experts == 1 || shape.moe_layers() > 0);
