@@ -38,7 +38,13 @@ nlohmann::json planned_run_json(const PlannedRun& r) {
           {"budget", r.budget},
           {"compute_6n", r.compute_6n},
           {"compute", r.compute_full},
-          {"est_seconds", r.est_seconds}};
+          {"est_seconds", r.est_seconds},
+          {"lr", r.spec.train.lr},
+          {"lr_rule", r.spec.train.lr_rule},
+          {"recipe_probe", r.spec.train.recipe_probe},
+          {"batch_size", r.spec.train.batch_size},
+          // Every training setting of the run, as its spec stores them.
+          {"train", nlohmann::json::parse(to_json(r.spec)).at("train")}};
 }
 
 std::string human_count(double n) {

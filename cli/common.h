@@ -20,7 +20,8 @@ void add_db_option(CLI::App* cmd, std::string& path);
 // `report` finds each group's fit by this name.
 std::string fit_group_name(const std::string& router, double experts);
 
-// A planned run's shape and accounting, as `plan --json` and `runs --json` print it.
+// A planned run's shape, accounting and training settings, as `plan --json` and `runs --json`
+// print it.
 nlohmann::json planned_run_json(const PlannedRun& r);
 
 // "1.23M", "45.6K", "7.1B": parameter and token counts for people.

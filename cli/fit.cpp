@@ -10,6 +10,8 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/fit_data.h"
+#include "cli/fit_lr.h"
+#include "cli/tuning_data.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -21,8 +23,9 @@ struct FitArgs {
   std::vector<std::string> grids, bounds;
   std::vector<int64_t> experts;
   int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1;
-  double delta = 1e-3;
+  double delta = 1e-3, noise = 0.015;
   bool per_group = false, json = false, quiet = false, strict = false;
+  bool bootstrap_given = false;
 };
 
 fitting::Law choose_law(const FitArgs& a) {
@@ -134,15 +137,37 @@ size_t print_warnings(const std::string& group, size_t n_groups, const fitting::
   return r.diagnostics.size();
 }
 
+// recipe_untuned: neighbours of a point that beat its own rate (plan --recipe-check).
+std::vector<fitting::Diagnostic> recipe_warnings(const Database& db, const std::string& sweep) {
+  const std::vector<fitting::RecipePoint> points = recipe_points(db, sweep);
+  if (points.empty()) return {};
+  const fitting::ReplicateNoise noise = sweep_noise(db, sweep);
+  if (!noise.measured()) {
+    fmt::print(stderr, "note: the sweep's recipe check needs its run-to-run noise, and no point "
+                       "has replicate seeds: plan --recipe-check with --seeds 2 adds them\n");
+    return {};
+  }
+  return fitting::recipe_diagnostics(fitting::recipe_check(points, noise.sd_log_loss));
+}
+
 void run_fit(const FitArgs& a) {
+  if (a.law == "lr")
+    return run_lr_fit({.db = a.db,
+                       .sweep = a.sweep,
+                       .bootstrap = a.bootstrap_given ? a.bootstrap : 200,
+                       .noise = a.noise,
+                       .json = a.json,
+                       .strict = a.strict});
   const fitting::Law law = choose_law(a);
   const fitting::FitOptions options = fit_options(a);
   Database db(default_database_path(a.db), Database::Mode::must_exist);
   const Groups groups = load_groups(db, a);
   nlohmann::json out = nlohmann::json::array();
   size_t warnings = 0;
+  const std::vector<fitting::Diagnostic> recipe = recipe_warnings(db, a.sweep);
   for (const auto& [group, observations] : groups) {
-    const fitting::FitResult r = fitting::fit_law(law, observations, options);
+    fitting::FitResult r = fitting::fit_law(law, observations, options);
+    r.diagnostics.insert(r.diagnostics.end(), recipe.begin(), recipe.end());
     const int64_t id = db.save_fit(a.sweep, r.law, group, fitting::to_json(r));
     if (a.json)
       out.push_back(fit_json(id, group, r));
@@ -171,7 +196,9 @@ void add_fit_command(CLI::App& app) {
       ->required();
   cmd->add_option("--law", a->law,
                   "a catalogue law (see `moescale laws`) or an expression, "
-                  "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"")
+                  "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"; \"lr\": the learning-rate "
+                  "law of a tuning sweep (plan --tune): lr* per anchor, then per router "
+                  "log lr* = a + b log N + c log D + e log E")
       ->default_val("chinchilla");
   cmd->add_option("--grid", a->grids,
                   "starting values of a parameter: alpha=0:2:0.5 or "
@@ -184,9 +211,15 @@ void add_fit_command(CLI::App& app) {
   cmd->add_flag("--per-group", a->per_group, "one fit per (router, expert count)");
   cmd->add_option("--exclude-top-loss", a->exclude_top_loss, "drop the K highest losses")
       ->default_val(0);
-  cmd->add_option("--bootstrap", a->bootstrap, "bootstrap resamples for intervals")
+  cmd->add_option("--bootstrap", a->bootstrap,
+                  "bootstrap resamples for intervals (--law lr: 200 unless given)")
       ->default_val(0)
       ->check(CLI::Range(0, fitting::kMaxBootstrap));
+  cmd->add_option("--noise", a->noise,
+                  "--law lr: the run-to-run sd of log loss to assume when the tuning sweep has no "
+                  "replicate seeds")
+      ->default_val(0.015)
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--holdout", a->holdout,
                   "largest-compute: fit without the largest budget "
                   "and report the error on it")
@@ -201,7 +234,10 @@ void add_fit_command(CLI::App& app) {
   cmd->add_flag("-q,--quiet", a->quiet, "no progress");
   cmd->add_flag("--strict", a->strict,
                 "exit 1 when any diagnostic fires (warnings on stderr; \"diagnostics\" in --json)");
-  cmd->callback([a] { run_fit(*a); });
+  cmd->callback([a, cmd] {
+    a->bootstrap_given = cmd->count("--bootstrap") > 0;
+    run_fit(*a);
+  });
 }
 
 }  // namespace moescale::cli

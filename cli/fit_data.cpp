@@ -42,6 +42,11 @@ std::vector<fitting::Observation> fit_observations(const Database& db, const Fit
 
 fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& record, int bootstrap,
                                       double confidence, bool quiet) {
+  if (record.law == "lr")
+    throw std::runtime_error(fmt::format(
+        "fit {} is a learning-rate law (fit --law lr), not a law of the loss; give a loss fit "
+        "(`moescale fit --sweep SWEEP --law chinchilla`, or `moescale runs`/`report` to find one)",
+        record.id));
   fitting::FitResult fit = fitting::fit_result_from_json(record.result);
   if (!fit.bootstrap_samples.empty() || bootstrap <= 0) return fit;
   const auto observations = fit_observations(db, record);

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/fit_data.h"
+#include "cli/tuning_data.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 #include "planner/planner.h"
@@ -16,6 +17,15 @@ namespace {
 struct PlanArgs {
   std::string config, db;
   bool dry_run = false, json = false;
+  bool tune = false;  // plan the config's tuning stage (<name>-tune) instead
+};
+
+// plan --recipe-check: learning-rate neighbours of a sweep's points.
+struct RecipeArgs {
+  int count = 0;
+  std::string sweep;
+  double factor = 3;
+  int seeds = 2;
 };
 
 // plan --next: runs that would most shrink the N* interval of a fit's recommendation.
@@ -27,23 +37,51 @@ struct NextArgs {
 };
 
 std::string plan_table(const std::vector<PlannedRun>& runs) {
-  Table t({"budget", "router", "E", "k", "d", "L", "N_active", "N_total", "tokens", "steps",
+  Table t({"budget", "router", "E", "k", "d", "L", "N_active", "N_total", "tokens", "steps", "lr",
            "C=6ND", "est. time"});
   for (const PlannedRun& r : runs) {
     const ModelShape& s = r.spec.shape;
+    const double probe = r.spec.train.recipe_probe;
     t.add({r.budget > 0 ? sci(r.budget) : "-", to_string(s.router), std::to_string(s.experts),
            std::to_string(s.top_k), std::to_string(s.d_model), std::to_string(s.n_layers),
            human_count(static_cast<double>(r.params.active)),
            human_count(static_cast<double>(r.params.total)),
            human_count(static_cast<double>(r.spec.tokens)), std::to_string(r.spec.steps()),
+           fmt::format("{:.3g}{}", r.spec.train.lr, probe != 1 ? fmt::format(" (x{:.3g})", probe)
+                                                                : ""),
            sci(r.compute_6n), human_duration(r.est_seconds)});
   }
   return t.render();
 }
 
+// The rule's source, and the runs whose N lies outside the range its law was fitted on.
+void print_lr_rule(const SweepConfig& config, const std::vector<PlannedRun>& runs) {
+  const LrRule& rule = config.lr_rule;
+  if (rule.name == "fixed") return;
+  fmt::print("learning rates: lr_rule \"{}\" ({})\n", rule.name, rule.source);
+  int outside = 0;
+  double worst = 1;
+  for (const PlannedRun& r : runs) {
+    const auto range = rule.fitted_range.find(lr_group(r.spec.shape));
+    if (range == rule.fitted_range.end()) continue;
+    const double n = static_cast<double>(r.params.active);
+    const double beyond = std::max(range->second.first / n, n / range->second.second);
+    if (beyond > 1.01) ++outside, worst = std::max(worst, beyond);
+  }
+  if (outside > 0)
+    fmt::print(stderr,
+               "note: {} run{} lie outside the N_active range their router's lr law was fitted "
+               "on, by up to x{:.3g}: their rates are extrapolated (tune anchors nearer them, or "
+               "check them with plan --recipe-check)\n",
+               outside, outside == 1 ? "" : "s", worst);
+}
+
 void run_plan(const PlanArgs& a) {
   // Plan completely before touching the database: a bad config writes nothing.
-  const SweepConfig config = load_sweep_config(a.config);
+  SweepConfig config = load_sweep_config(a.config);
+  const std::string db_location = default_database_path(a.db);
+  if (a.tune) config = lr_tuning_config(config);
+  resolve_lr_rule(db_location, config);
   const std::vector<PlannedRun> runs = plan_sweep(config);
   double compute = 0, seconds = 0;
   for (const PlannedRun& r : runs) compute += r.compute_6n, seconds += r.est_seconds;
@@ -51,7 +89,7 @@ void run_plan(const PlanArgs& a) {
   Database::PlanSaved saved;
   std::string db_path;
   if (!a.dry_run) {
-    db_path = default_database_path(a.db);
+    db_path = db_location;
     Database db(db_path, Database::Mode::create_if_missing);
     saved = db.save_plan(config, runs);
   }
@@ -68,6 +106,7 @@ void run_plan(const PlanArgs& a) {
     return;
   }
   fmt::print("{}", plan_table(runs));
+  print_lr_rule(config, runs);
   fmt::print("\nsweep '{}': {} runs, total compute {} FLOPs (6·N·D), estimated {} at {} FLOP/s\n",
              config.name, runs.size(), sci(compute), human_duration(seconds),
              sci(config.device_flops));
@@ -150,6 +189,54 @@ void warn_over_limit(const Database& db, const SweepConfig& config, double added
                config.name, sci(total), sci(config.max_total_compute));
 }
 
+// The config a planned sweep was made from, its lr rule resolved as it is now.
+SweepConfig stored_config(const Database& db, const SweepRecord& sweep) {
+  SweepConfig config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  config.name = sweep.name;
+  resolve_lr_rule(db, config);
+  return config;
+}
+
+void run_recipe_check(const PlanArgs& a, const RecipeArgs& r) {
+  if (!a.config.empty())
+    throw CLI::ValidationError("--config", "plan --recipe-check takes the sweep from --sweep");
+  if (r.sweep.empty()) throw CLI::RequiredError("--sweep");
+  if (r.count < 1) throw CLI::ValidationError("--recipe-check", "must be at least 1 point");
+  if (!(r.factor > 1)) throw CLI::ValidationError("--factor", "must be above 1 (e.g. 3)");
+  const std::string location = default_database_path(a.db);
+  Database db(location, a.dry_run ? Database::Mode::read_only : Database::Mode::must_exist);
+  const SweepRecord sweep = db.sweep(r.sweep);
+  if (sweep.kind != "planned" || sweep.config.empty())
+    throw std::runtime_error(fmt::format(
+        "sweep '{}' holds imported observations: a recipe check trains neighbours of planned "
+        "runs",
+        sweep.name));
+  const SweepConfig config = stored_config(db, sweep);
+  const std::vector<PlannedRun> runs =
+      recipe_check_runs(db, sweep.name, config, r.count, r.factor, r.seeds);
+  Database::PlanSaved saved;
+  if (!a.dry_run) saved = db.save_plan(config, runs);
+  if (a.json) {
+    nlohmann::json j{{"sweep", sweep.name}, {"runs", nlohmann::json::array()},
+                     {"dry_run", a.dry_run}, {"added", saved.added},
+                     {"already_planned", saved.existing}};
+    for (const PlannedRun& p : runs) j["runs"].push_back(planned_run_json(p));
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("{}", plan_table(runs));
+  fmt::print("\nrecipe check of sweep '{}': {} runs (x{:g} and x1/{:g} the rate of {} point{}, {} "
+             "seed{} each)\n",
+             sweep.name, runs.size(), r.factor, r.factor, r.count, r.count == 1 ? "" : "s",
+             r.seeds, r.seeds == 1 ? "" : "s");
+  if (a.dry_run)
+    fmt::print("dry run: nothing written\n");
+  else
+    fmt::print("{} new runs, {} already planned: train them (moescale train --sweep {}), then "
+               "fit or report: recipe_untuned says whether a neighbour beat the sweep's rate\n",
+               saved.added, saved.existing, sweep.name);
+}
+
 void run_plan_next(const PlanArgs& a, const NextArgs& n) {
   if (!a.config.empty())
     throw CLI::ValidationError("--config", "plan --next takes the sweep from --fit, not --config");
@@ -164,8 +251,7 @@ void run_plan_next(const PlanArgs& a, const NextArgs& n) {
         "fit {} is of sweep '{}', which holds imported observations and no planned config; "
         "plan --next adds runs to planned sweeps",
         n.fit_id, sweep.name));
-  SweepConfig config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
-  config.name = sweep.name;
+  SweepConfig config = stored_config(db, sweep);
   const fitting::FitResult fit = fit_with_bootstrap(db, record, n.bootstrap, 0.95, a.json);
   std::vector<std::string> keys;
   for (const RunRecord& r : db.runs(sweep.name, std::nullopt)) keys.push_back(r.key);
@@ -221,8 +307,25 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--bootstrap", next->bootstrap,
                   "--next: resamples to refit when the fit has no bootstrap sets")
       ->default_val(100);
-  cmd->callback([args, next] {
+  cmd->add_flag("--tune", args->tune,
+                "plan the config's tuning stage instead: sweep <name>-tune, a grid of learning "
+                "rates ([tune] rates or rate_factors) at anchor points of every group ([tune] "
+                "budgets, anchors); fit it with `fit --law lr`");
+  auto recipe = std::make_shared<RecipeArgs>();
+  cmd->add_option("--recipe-check", recipe->count,
+                  "add learning-rate neighbours (x --factor and x 1/--factor) of K finished points "
+                  "of --sweep: each group's lowest-loss point at its largest budget first, then "
+                  "its smallest model there");
+  cmd->add_option("--sweep", recipe->sweep, "--recipe-check: the sweep to check");
+  cmd->add_option("--factor", recipe->factor, "--recipe-check: rate factor")->default_val(3);
+  cmd->add_option("--seeds", recipe->seeds,
+                  "--recipe-check: seeds of every point and neighbour (missing seeds of the "
+                  "point are added too)")
+      ->default_val(2)
+      ->check(CLI::Range(1, 100));
+  cmd->callback([args, next, recipe] {
     if (next->next) return run_plan_next(*args, *next);
+    if (recipe->count != 0 || !recipe->sweep.empty()) return run_recipe_check(*args, *recipe);
     if (args->config.empty()) throw CLI::RequiredError("--config");
     run_plan(*args);
   });

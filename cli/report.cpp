@@ -13,6 +13,7 @@
 #include "cli/common.h"
 #include "cli/fit_data.h"
 #include "cli/plot.h"
+#include "cli/report_lr.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -51,7 +52,9 @@ SweepData load(const Database& db, const std::string& sweep) {
   std::map<std::pair<int64_t, std::string>, Group> groups;
   std::set<double> budgets;
   for (const RunRecord& r : d.all) {
-    if (r.status != RunStatus::done || !r.final_loss) continue;
+    // Recipe-check neighbours are off the sweep's recipe: the learning-rate section shows them.
+    if (r.status != RunStatus::done || !r.final_loss || r.plan.spec.train.recipe_probe != 1)
+      continue;
     const ModelShape& s = r.plan.spec.shape;
     Group& g = groups[{s.experts, to_string(s.router)}];
     g.router = to_string(s.router);
@@ -478,7 +481,8 @@ std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoi
 }
 
 void write_markdown(const fs::path& path, const std::string& sweep, const SweepData& d,
-                    double budget, const std::vector<std::string>& figures) {
+                    double budget, const std::vector<std::string>& figures,
+                    std::string lr_section) {
   std::map<std::string, int> counts;
   double compute = 0, seconds = 0;
   for (const RunRecord& r : d.all) {
@@ -506,6 +510,17 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   md += router_table(d, budget) + "\n";
   const fitting::ReplicateNoise noise = fitting::replicate_noise(replicate_sets(d));
   md += noise_section(noise) + moe_vs_dense_section(d, noise);
+  md += "## Learning rates\n\n";
+  const auto at = lr_section.find("@tuning@\n");
+  if (at != std::string::npos) {
+    const std::string before = lr_section.substr(0, at), after = lr_section.substr(at + 9);
+    md += before;
+    figure("tuning", "Final loss against the learning rate per anchor of the tuning sweep, the "
+                     "parabola each lr* is read from, and lr* (larger marks).");
+    md += after;
+  } else {
+    md += lr_section;
+  }
   md += "## Training curves\n\n";
   figure("curves", "Validation loss against tokens for every run.");
   md += "## Expert load\n\n";
@@ -530,14 +545,18 @@ void run_report(const ReportArgs& a) {
   const double budget = a.budget > 0 ? a.budget : 10 * (d.budgets.empty() ? 0 : d.budgets.back());
   fs::create_directories(a.out);
   std::vector<std::string> written;
-  for (const Figure& f : {isoflop_figure(d), frontier_figure(d, budget), curves_figure(d, db),
-                          load_figure(d, db), routers_figure(d, budget), residual_figure(d)}) {
+  const LrReport lr = lr_report(db, a.sweep);
+  std::vector<Figure> figures{isoflop_figure(d),     frontier_figure(d, budget),
+                              curves_figure(d, db),  load_figure(d, db),
+                              routers_figure(d, budget), residual_figure(d)};
+  figures.insert(figures.end(), lr.figures.begin(), lr.figures.end());
+  for (const Figure& f : figures) {
     if (f.panels.empty()) continue;
     render(f, a.out);
     written.push_back(f.name);
     if (!a.quiet) fmt::print(stderr, "wrote {}/{}.png\n", a.out, f.name);
   }
-  write_markdown(fs::path(a.out) / "report.md", a.sweep, d, budget, written);
+  write_markdown(fs::path(a.out) / "report.md", a.sweep, d, budget, written, lr.markdown);
   fmt::print("{}\n", (fs::path(a.out) / "report.md").string());
 }
 

@@ -48,6 +48,12 @@ std::string status_cell(const RunRecord& r, double stale_after) {
   return "running";
 }
 
+// The rate, and the factor of a recipe-check neighbour.
+std::string lr_cell(const TrainSettings& t) {
+  if (t.recipe_probe == 1) return fmt::format("{:.3g}", t.lr);
+  return fmt::format("{:.3g} (x{:.3g})", t.lr, t.recipe_probe);
+}
+
 void run_runs(const RunsArgs& a) {
   Database db(default_database_path(a.db), Database::Mode::read_only);
   std::optional<std::string> sweep;
@@ -63,8 +69,9 @@ void run_runs(const RunsArgs& a) {
   }
   const bool any_running = std::any_of(
       runs.begin(), runs.end(), [](const RunRecord& r) { return r.status == RunStatus::running; });
-  std::vector<std::string> header{"id",     "sweep", "status", "source", "router",   "E",
-                                  "N_active", "tokens", "C=6ND", "steps", "val loss", "time"};
+  std::vector<std::string> header{"id",     "sweep", "status", "source", "router",
+                                  "E",      "N_active", "tokens", "C=6ND", "lr",
+                                  "steps",  "val loss", "time"};
   if (any_running) header.push_back("owner");
   Table t(header);
   int stale = 0;
@@ -80,6 +87,7 @@ void run_runs(const RunsArgs& a) {
                                  human_count(static_cast<double>(r.plan.params.active)),
                                  human_count(static_cast<double>(r.plan.spec.tokens)),
                                  sci(r.plan.compute_6n),
+                                 lr_cell(r.plan.spec.train),
                                  fmt::format("{}/{}", r.steps_done, r.plan.spec.steps()),
                                  r.final_loss ? fmt::format("{:.4f}", *r.final_loss) : "-",
                                  r.wall_seconds ? human_duration(*r.wall_seconds)

@@ -583,7 +583,8 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
                    "imported"});
   std::set<std::string> sources;
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
-    if (!r.final_loss) continue;
+    // A recipe-check neighbour trained off the sweep's recipe on purpose: not a point of the law.
+    if (!r.final_loss || r.plan.spec.train.recipe_probe != 1) continue;
     const ModelShape& s = r.plan.spec.shape;
     out.push_back({static_cast<double>(r.plan.params.active),
                    static_cast<double>(r.plan.params.total),

@@ -94,11 +94,6 @@ struct Candidate {
   double size_factor = 1;  // N over the fit's N* at its budget
 };
 
-int64_t snap_tokens(double tokens, const ModelShape& shape, const TrainSettings& train) {
-  const double per_step = static_cast<double>(train.tokens_per_step(shape.seq_len));
-  return static_cast<int64_t>(std::max(1.0, std::round(tokens / per_step)) * per_step);
-}
-
 std::vector<Candidate> candidates(const FitResult& fit, const std::vector<double>& budgets,
                                   const SweepConfig& config, const std::vector<int64_t>& experts,
                                   const std::set<std::string>& existing, const NextRunsOptions& o) {
@@ -121,9 +116,9 @@ std::vector<Candidate> candidates(const FitResult& fit, const std::vector<double
         const double target = centre * std::pow(8.0, k / 4.0);
         const ModelShape shape = shape_for_active_params(target, base, config.rules);
         const double active = static_cast<double>(count_params(shape).active);
-        const RunSpec spec{shape, config.train,
-                           snap_tokens(tokens_for_compute(budget, active), shape, config.train),
-                           config.data_dir};
+        // The sweep's own recipe: its lr rule gives the new run its rate.
+        const RunSpec spec =
+            sweep_run_spec(config, shape, tokens_for_compute(budget, active));
         if (!keys.insert(spec.key()).second) continue;
         Candidate c;
         c.run = plan_run(spec, config.device_flops, budget);

@@ -283,6 +283,69 @@ void read_train(Section& s, TrainSettings& t) {
     if (v < 0) s.fail(key, "must not be negative");
 }
 
+// [train] lr_rule and its keys: the rate each run gets (see LrRule).
+void read_lr_rule(Section& s, SweepConfig& c) {
+  std::string name = "fixed";
+  s.string("lr_rule", name);
+  LrPowerLaw power{.lr_ref = c.train.lr};
+  const bool has_power_keys = s.find("lr_n_ref") || s.find("lr_d_ref") ||
+                              s.find("lr_n_exponent") || s.find("lr_d_exponent") ||
+                              s.find("lr_e_exponent");
+  s.number("lr_n_ref", power.n_ref, true, kMaxSize);
+  s.number("lr_d_ref", power.d_ref, true, kMaxTokens);
+  for (auto [key, out] : {std::pair{"lr_n_exponent", &power.n_exponent},
+                          {"lr_d_exponent", &power.d_exponent},
+                          {"lr_e_exponent", &power.e_exponent}}) {
+    s.number(key, *out, false, 10);
+    if (*out < -10) s.fail(key, fmt::format("must be at least -10 (got {})", *out));
+  }
+  s.string("lr_fit", c.lr_fit);
+  if (has_power_keys && name != "power")
+    s.fail("lr_rule", fmt::format("is \"{}\", but lr_n_ref, lr_d_ref and the lr_*_exponent keys "
+                                  "belong to lr_rule = \"power\"",
+                                  name));
+  if (!c.lr_fit.empty() && name != "fit")
+    s.fail("lr_fit", fmt::format("names a tuning sweep, but lr_rule is \"{}\"; set lr_rule = "
+                                 "\"fit\" to take the rates from its fitted law",
+                                 name));
+  if (name == "fit" && c.lr_fit.empty())
+    s.fail("lr_fit", fmt::format("lr_rule = \"fit\" needs lr_fit, the tuning sweep whose law "
+                                 "gives the rates (e.g. \"{}\")",
+                                 lr_tuning_sweep_name(c.name)));
+  c.lr_rule.name = name;
+  if (name == "fixed" || name == "power" || name == "fit") {
+    c.lr_rule.law = name == "power" ? power : LrPowerLaw{.lr_ref = c.train.lr};
+    if (name == "power")
+      c.lr_rule.source = fmt::format("[train] lr_* keys of {}", c.source_path);
+    if (name == "fit") c.lr_rule.source = fmt::format("the lr fits of sweep '{}'", c.lr_fit);
+    return;
+  }
+  try {
+    c.lr_rule = lr_preset(name).rule;
+  } catch (const std::invalid_argument& e) {
+    s.fail("lr_rule", e.what());
+  }
+}
+
+void read_tuning(Section& s, SweepConfig& c) {
+  LrTuning& t = c.tuning;
+  s.numbers("budgets", t.budgets, kMaxBudget);
+  for (double b : t.budgets)
+    if (std::find(c.budgets.begin(), c.budgets.end(), b) == c.budgets.end())
+      s.fail("budgets", fmt::format("{:g} is not one of [sweep] budgets", b));
+  s.integers("anchors", t.anchors, kMaxPoints);
+  s.numbers("rate_factors", t.rate_factors, 1e6);
+  s.numbers("rates", t.rates, 1e3);
+  s.integer("seeds", t.seeds, 1, kMaxReplicates);
+  if (!t.rates.empty() && !t.rate_factors.empty())
+    s.fail("rates", "give rates (absolute) or rate_factors (times the rule's rate), not both");
+  if (t.rates.empty() && t.rate_factors.empty()) t.rate_factors = {0.125, 0.25, 0.5, 1, 2, 4, 8};
+  const size_t budgets = t.budgets.empty() ? 1 : t.budgets.size();
+  if (t.anchors.size() != 1 && t.anchors.size() != budgets)
+    s.fail("anchors", fmt::format("give one count for every budget or one per budget ({}), not {}",
+                                  budgets, t.anchors.size()));
+}
+
 }  // namespace
 
 SweepConfig parse_sweep_config(std::string_view text, const std::string& source) {
@@ -296,19 +359,21 @@ SweepConfig parse_sweep_config(std::string_view text, const std::string& source)
   SweepConfig c;
   c.source_path = source;
   c.text = std::string(text);
-  const std::set<std::string> sections{"sweep", "model", "train", "data", "device"};
+  const std::set<std::string> sections{"sweep", "model", "train", "tune", "data", "device"};
   for (auto&& [key, node] : root) {
     if (!sections.count(std::string(key.str())) || !node.is_table())
       throw std::invalid_argument(fmt::format(
-          "{} in {}: unknown section; use [sweep], [model], [train], [data] and [device]",
+          "{} in {}: unknown section; use [sweep], [model], [train], [tune], [data] and [device]",
           key.str(), source));
   }
   auto section = [&](const char* name) { return Section(root[name].as_table(), name, source); };
   Section sweep = section("sweep"), model = section("model"), train = section("train"),
-          data = section("data"), device = section("device");
+          tune = section("tune"), data = section("data"), device = section("device");
   read_sweep(sweep, c);
   read_model(model, c);
   read_train(train, c.train);
+  read_lr_rule(train, c);
+  read_tuning(tune, c);
   // Checked here so that no later product of config integers can overflow.
   int64_t per_step = 0;
   if (__builtin_mul_overflow(c.train.batch_size, c.base.seq_len, &per_step) ||
@@ -318,7 +383,7 @@ SweepConfig parse_sweep_config(std::string_view text, const std::string& source)
                                          c.train.batch_size, c.base.seq_len, kMaxTokensPerStep));
   data.string("dir", c.data_dir);
   device.number("flops", c.device_flops);
-  for (Section* s : {&sweep, &model, &train, &data, &device}) s->reject_unknown();
+  for (Section* s : {&sweep, &model, &train, &tune, &data, &device}) s->reject_unknown();
   return c;
 }
 

@@ -129,7 +129,112 @@ std::set<double> replicated_budgets(const SweepConfig& c) {
   return {sorted[(sorted.size() - 1) / 2]};
 }
 
+// Every point (shape, tokens, budget) of one group of the isoflop or grid design.
+template <typename Add>
+void plan_group(const SweepConfig& c, const ModelShape& base, Add&& add) {
+  if (c.design == Design::isoflop) {
+    for (double budget : c.budgets)
+      for (const ModelShape& shape : isoflop_shapes(c, base, budget)) {
+        const double active = static_cast<double>(count_params(shape).active);
+        add(shape, tokens_for_compute(budget, active), budget);
+      }
+  } else {
+    for (double n : c.sizes)
+      for (double d : c.token_counts) add(snapped_shape(n, base, c), d, 0);
+  }
+}
+
+// `count` of the points, the ends first and the rest evenly between (one: the middle).
+template <typename T>
+std::vector<T> spread_pick(const std::vector<T>& points, int64_t count) {
+  const auto n = static_cast<int64_t>(points.size());
+  if (count >= n) return points;
+  if (count == 1) return {points[static_cast<size_t>(n / 2)]};
+  std::vector<T> out;
+  for (int64_t i = 0; i < count; ++i)
+    out.push_back(points[static_cast<size_t>(std::llround(double(i) * (n - 1) / (count - 1)))]);
+  return out;
+}
+
+struct Anchor {
+  ModelShape shape;
+  double tokens = 0, budget = 0;
+};
+
+// The anchors of one group: per tuning budget (isoflop) or at the smallest token count (grid),
+// `anchors` of the design's sizes, ends and middle.
+std::vector<Anchor> tuning_anchors(const SweepConfig& c, const ModelShape& base) {
+  const LrTuning& t = c.tuning;
+  std::vector<Anchor> out;
+  if (c.design == Design::grid) {
+    std::vector<double> sizes = c.sizes;
+    std::sort(sizes.begin(), sizes.end());
+    const double tokens = *std::min_element(c.token_counts.begin(), c.token_counts.end());
+    for (double n : spread_pick(sizes, t.anchors.front()))
+      out.push_back({snapped_shape(n, base, c), tokens, 0});
+    return out;
+  }
+  const std::vector<double> budgets =
+      t.budgets.empty() ? std::vector<double>{*std::min_element(c.budgets.begin(), c.budgets.end())}
+                        : t.budgets;
+  for (size_t b = 0; b < budgets.size(); ++b) {
+    const int64_t count = t.anchors.size() == 1 ? t.anchors.front() : t.anchors[b];
+    for (const ModelShape& shape : spread_pick(isoflop_shapes(c, base, budgets[b]), count))
+      out.push_back({shape, tokens_for_compute(budgets[b],
+                                               static_cast<double>(count_params(shape).active)),
+                     budgets[b]});
+  }
+  return out;
+}
+
+// The grid of rates at every anchor of every group, `seeds` seeds each.
+std::vector<PlannedRun> plan_lr_tuning(const SweepConfig& c) {
+  std::vector<PlannedRun> runs;
+  std::set<std::string> keys;
+  for (const ModelShape& base : routed_bases(c))
+    for (const Anchor& a : tuning_anchors(c, base)) {
+      const RunSpec centre = sweep_run_spec(c, a.shape, a.tokens);
+      std::vector<double> rates = c.tuning.rates;
+      for (double f : c.tuning.rate_factors) rates.push_back(centre.train.lr * f);
+      for (double lr : rates)
+        for (int64_t r = 0; r < c.tuning.seeds; ++r) {
+          RunSpec spec = centre;
+          spec.train.lr = lr;
+          spec.train.lr_rule = "tuning";
+          spec.train.seed = c.train.seed + static_cast<uint64_t>(r);
+          if (!keys.insert(spec.key()).second) continue;
+          runs.push_back(plan_run(spec, c.device_flops, a.budget));
+          runs.back().replicate = r;
+        }
+    }
+  return runs;
+}
+
 }  // namespace
+
+RunSpec sweep_run_spec(const SweepConfig& c, const ModelShape& shape, double tokens) {
+  RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train, c), c.data_dir};
+  const double active = static_cast<double>(count_params(shape.resolved()).active);
+  spec.train.lr = c.lr_rule.rate(shape, active, static_cast<double>(spec.tokens));
+  spec.train.lr_rule = c.lr_rule.name;
+  if (!(spec.train.lr > 0) || !(spec.train.lr <= 1e3))
+    throw std::invalid_argument(fmt::format(
+        "sweep '{}' in {}: lr_rule \"{}\" gives a run of {} active parameters and {} tokens the "
+        "rate {:g}; check the rule's coefficients",
+        c.name, c.source_path, c.lr_rule.name, active, spec.tokens, spec.train.lr));
+  return spec;
+}
+
+SweepConfig lr_tuning_config(const SweepConfig& config) {
+  if (config.is_tuning)
+    throw std::invalid_argument(fmt::format("sweep '{}' is a tuning sweep already", config.name));
+  SweepConfig c = config;
+  c.name = lr_tuning_sweep_name(config.name);
+  c.is_tuning = true;
+  // Absolute rates need no rule; rate_factors centre on the sweep's own.
+  if (!c.tuning.rates.empty()) c.lr_rule = LrRule{};
+  return c;
+}
 
 // A bound on the parameter count in floating point, so that shapes whose counts
 // would overflow int64 are refused before count_params multiplies them.
@@ -165,10 +270,11 @@ PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget) {
 std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   std::vector<PlannedRun> runs;
   std::set<std::string> keys;
-  const size_t points = routed_bases(c).size() *
+  const size_t rates = c.is_tuning ? c.tuning.rates.size() + c.tuning.rate_factors.size() : 1;
+  const size_t points = rates * routed_bases(c).size() *
                         (c.design == Design::isoflop ? c.budgets.size() * c.points_per_budget
                                                      : c.sizes.size() * c.token_counts.size()) *
-                        static_cast<size_t>(std::max<int64_t>(1, c.replicates));
+                        static_cast<size_t>(std::max<int64_t>(1, c.is_tuning ? c.tuning.seeds : c.replicates));
   if (points > kMaxPlannedPoints)
     throw std::invalid_argument(fmt::format(
         "sweep '{}' in {} asks for {} runs, over the limit of {}; use fewer budgets, points, "
@@ -178,24 +284,17 @@ std::vector<PlannedRun> plan_sweep(const SweepConfig& c) {
   auto add = [&](const ModelShape& shape, double tokens, double budget) {
     const bool replicate = c.design == Design::grid || replicated.count(budget) > 0;
     for (int64_t r = 0; r < (replicate ? c.replicates : 1); ++r) {
-      RunSpec spec{shape, c.train, snap_tokens(tokens, shape, c.train, c), c.data_dir};
+      RunSpec spec = sweep_run_spec(c, shape, tokens);
       spec.train.seed = c.train.seed + static_cast<uint64_t>(r);  // a new key per seed
       if (!keys.insert(spec.key()).second) continue;
       runs.push_back(plan_run(spec, c.device_flops, budget));
       runs.back().replicate = r;
     }
   };
-  for (const ModelShape& base : routed_bases(c)) {
-    if (c.design == Design::isoflop) {
-      for (double budget : c.budgets)
-        for (const ModelShape& shape : isoflop_shapes(c, base, budget)) {
-          const double active = static_cast<double>(count_params(shape).active);
-          add(shape, tokens_for_compute(budget, active), budget);
-        }
-    } else {
-      for (double n : c.sizes)
-        for (double d : c.token_counts) add(snapped_shape(n, base, c), d, 0);
-    }
+  if (c.is_tuning) {
+    runs = plan_lr_tuning(c);
+  } else {
+    for (const ModelShape& base : routed_bases(c)) plan_group(c, base, add);
   }
   if (runs.empty())
     throw std::invalid_argument(fmt::format(

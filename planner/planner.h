@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -97,6 +98,11 @@ struct TrainSettings {
   int64_t log_interval = 10;
   int64_t checkpoint_interval = 0;  // steps; 0: at evals, at most every 30 s, and at the end
   uint64_t seed = 1;
+  // Where `lr` came from: the sweep's rule ("fixed", "power", a preset, "fit"), recorded per run.
+  std::string lr_rule = "fixed";
+  // A recipe-check neighbour trains at recipe_probe x its point's own rate (1: not a probe).
+  // Probes measure the recipe; they are never fit data.
+  double recipe_probe = 1;
   int64_t tokens_per_step(int64_t seq_len) const { return batch_size * seq_len; }
 };
 
@@ -120,6 +126,46 @@ struct PlannedRun {
   double est_seconds = 0;
   double budget = 0;      // the isoflop budget it belongs to (0 for grid)
   int64_t replicate = 0;  // 0, or the r-th extra seed (train.seed + r) of the same point
+};
+
+// ---- learning-rate rules
+// lr = lr_ref · (N/n_ref)^n_exponent · (D/d_ref)^d_exponent · E^e_exponent, in a run's own
+// N_active, tokens D and experts E. Every exponent 0 is a fixed rate.
+struct LrPowerLaw {
+  double lr_ref = 3e-3;
+  double n_ref = 1, d_ref = 1;
+  double n_exponent = 0, d_exponent = 0, e_exponent = 0;
+  double rate(double n_active, double tokens, double experts) const;
+};
+// Where a sweep's runs get their peak learning rate. "fixed" and "power" come from the
+// config's keys, a preset from its paper (lr_presets), "fit" from a tuning sweep's fitted
+// law (per router; the CLI loads it from the store).
+struct LrRule {
+  std::string name = "fixed";
+  std::string source;  // the paper, or the fits it was read from
+  LrPowerLaw law;      // for every router without an entry in per_router
+  std::map<std::string, LrPowerLaw> per_router;  // by router name ("dense" for E = 1)
+  // The N_active range the law was fitted on (fit only): outside it the rate is extrapolated.
+  std::map<std::string, std::pair<double, double>> fitted_range;
+  double rate(const ModelShape& shape, double n_active, double tokens) const;
+};
+struct LrPreset {
+  LrRule rule;
+  std::string formula;  // as the paper prints it
+  std::string notes;    // what N, D and C mean there
+};
+const std::vector<LrPreset>& lr_presets();
+const LrPreset& lr_preset(std::string_view name);  // throws listing the presets
+
+// The tuning stage: a grid of learning rates at a few anchor points of the sweep's own
+// design, for every group (experts, router). Its runs form the sweep `<name>-tune`.
+struct LrTuning {
+  std::vector<double> budgets;       // isoflop budgets to take anchors from; empty: the smallest
+  std::vector<int64_t> anchors{3};   // points per budget (the ends and evenly between), one
+                                     // value for every budget or one per budget
+  std::vector<double> rate_factors;  // times each anchor's rate under the sweep's rule
+  std::vector<double> rates;         // absolute rates (instead of rate_factors)
+  int64_t seeds = 1;                 // seeds per (anchor, rate)
 };
 
 enum class Design { isoflop, grid };
@@ -149,6 +195,10 @@ struct SweepConfig {
   ModelShape base;
   ShapeRules rules;
   TrainSettings train;
+  LrRule lr_rule;
+  std::string lr_fit;  // lr_rule = "fit": the tuning sweep whose fitted law gives the rates
+  LrTuning tuning;
+  bool is_tuning = false;  // the tuning stage's sweep: plan_sweep plans the grid of rates
   std::string data_dir = "data/gcide";
 };
 
@@ -160,5 +210,12 @@ SweepConfig load_sweep_config(const std::string& path);
 // total compute exceeds max_total_compute.
 std::vector<PlannedRun> plan_sweep(const SweepConfig& config);
 PlannedRun plan_run(const RunSpec& spec, double device_flops, double budget = 0);
+// A run of the sweep at this shape and token count: tokens snapped to whole steps, the
+// config's training settings, and the rate its lr rule gives (recorded in the spec).
+RunSpec sweep_run_spec(const SweepConfig& config, const ModelShape& shape, double tokens);
+// The tuning stage of a sweep: the config of `<name>-tune`, whose plan_sweep is the grid of
+// rates at the anchors.
+SweepConfig lr_tuning_config(const SweepConfig& config);
+std::string lr_tuning_sweep_name(const std::string& sweep);
 
 }  // namespace moescale

@@ -34,7 +34,7 @@ json shape_json(const ModelShape& s) {
 }
 
 json train_json(const TrainSettings& t) {
-  return {{"batch_size", t.batch_size},
+  json j{{"batch_size", t.batch_size},
           {"lr", t.lr},
           {"min_lr_ratio", t.min_lr_ratio},
           {"warmup_fraction", t.warmup_fraction},
@@ -49,6 +49,10 @@ json train_json(const TrainSettings& t) {
           {"log_interval", t.log_interval},
           {"checkpoint_interval", t.checkpoint_interval},
           {"seed", t.seed}};
+  // Only where they differ from what every older spec meant, so that old runs keep their keys.
+  if (t.lr_rule != "fixed") j["lr_rule"] = t.lr_rule;
+  if (t.recipe_probe != 1) j["recipe_probe"] = t.recipe_probe;
+  return j;
 }
 
 // FNV-1a: stable across platforms and releases, unlike std::hash.
@@ -109,6 +113,10 @@ RunSpec run_spec_from_json(std::string_view text) {
     t.at("log_interval").get_to(ts.log_interval);
     t.at("checkpoint_interval").get_to(ts.checkpoint_interval);
     t.at("seed").get_to(ts.seed);
+    ts.lr_rule = t.value("lr_rule", std::string("fixed"));
+    ts.recipe_probe = t.value("recipe_probe", 1.0);
+    if (!(ts.recipe_probe > 0))
+      throw std::invalid_argument("run spec: train.recipe_probe must be positive");
     j.at("tokens").get_to(r.tokens);
     j.at("data_dir").get_to(r.data_dir);
     r.shape = r.shape.resolved();

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, build, prepare the GCIDE
-# corpus, plan configs/tiny-cpu.toml, train every run on the CPU, fit the laws,
-# recommend for 10x the largest budget, propose the next runs (dry run) and
-# write the report to out/report.
+# corpus, tune the learning rate (a grid of rates at a few anchor points, and the
+# law lr*(N, D) they imply), plan configs/tiny-cpu.toml with that law, train every
+# run on the CPU, fit the laws, recommend for 10x the largest budget, propose the
+# next runs (dry run) and write the report to out/report.
 # Re-running resumes: finished runs are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,14 @@ config=configs/tiny-cpu.toml
 sweep=tiny-cpu
 
 [ -f data/gcide/meta.json ] || $m data prepare --source gcide --out data/gcide
+# The tuning stage: sweep tiny-cpu-tune, then lr* per anchor and the lr law per router.
+$m plan --config "$config" --tune >/dev/null
+$m train --sweep "$sweep-tune" --workers 2   # one run per core: narrow models use one thread best
+$m fit --sweep "$sweep-tune" --law lr
+echo
+# The sweep, every run at the rate its router's lr law gives it.
 $m plan --config "$config" >/dev/null
-$m train --sweep "$sweep" --workers 2   # one run per core: narrow models use one thread best
+$m train --sweep "$sweep" --workers 2
 $m runs --sweep "$sweep"
 
 echo

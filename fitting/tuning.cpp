@@ -1,0 +1,309 @@
+// Learning-rate tuning: lr* per anchor, the lr law across anchors, and the recipe check.
+#include "fitting/tuning.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+#include <stdexcept>
+
+#include "fitting/interval.h"
+
+namespace moescale::fitting {
+
+Interval percentile_interval(std::vector<double> v, double confidence) {
+  if (v.size() < 2) throw std::invalid_argument("an interval needs at least two values");
+  std::sort(v.begin(), v.end());
+  auto quantile = [&](double q) {
+    const double pos = q * static_cast<double>(v.size() - 1);
+    const auto lo = static_cast<std::size_t>(std::floor(pos));
+    const std::size_t hi = std::min(lo + 1, v.size() - 1);
+    return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
+  };
+  double mean = 0, var = 0;
+  for (double x : v) mean += x / static_cast<double>(v.size());
+  for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
+  const double tail = (1 - confidence) / 2;
+  return {quantile(tail), quantile(1 - tail), std::sqrt(var)};
+}
+
+namespace {
+
+// One rate of an anchor's grid: log lr, the seed-mean log loss and the seeds behind it.
+struct RatePoint {
+  double lr = 0, x = 0, y = 0;  // x = log lr
+  int n = 0;
+};
+
+std::vector<RatePoint> rate_points(const LrAnchor& a) {
+  std::map<double, std::vector<double>> by_rate;
+  for (auto [lr, loss] : a.trials) {
+    // A diverged run is a trial at +inf: its rate is too high, and still part of the grid.
+    if (!(lr > 0) || !(loss > 0) || std::isnan(loss))
+      throw std::invalid_argument(
+          fmt::format("{}: a trial at lr {:g} has loss {:g}; only finished runs with a positive "
+                      "loss can be tuned on",
+                      a.label, lr, loss));
+    by_rate[lr].push_back(std::log(loss));
+  }
+  std::vector<RatePoint> out;
+  for (const auto& [lr, logs] : by_rate) {
+    double mean = 0;
+    for (double y : logs) mean += y / static_cast<double>(logs.size());
+    out.push_back({lr, std::log(lr), mean, static_cast<int>(logs.size())});
+  }
+  return out;
+}
+
+std::size_t lowest(const std::vector<RatePoint>& p) {
+  return static_cast<std::size_t>(
+      std::min_element(p.begin(), p.end(),
+                       [](const RatePoint& a, const RatePoint& b) { return a.y < b.y; }) -
+      p.begin());
+}
+
+// The parabola through the lowest point and its neighbours, sampled between them, as (lr, loss).
+std::vector<std::pair<double, double>> parabola(const std::vector<RatePoint>& p) {
+  const std::size_t i = lowest(p);
+  if (i == 0 || i + 1 == p.size() || !std::isfinite(p[i - 1].y) || !std::isfinite(p[i + 1].y))
+    return {};
+  std::vector<std::pair<double, double>> out;
+  for (int k = 0; k <= 20; ++k) {
+    const double x = p[i - 1].x + (p[i + 1].x - p[i - 1].x) * k / 20.0;
+    // Lagrange form through the three points.
+    double y = 0;
+    for (std::size_t a = i - 1; a <= i + 1; ++a) {
+      double w = p[a].y;
+      for (std::size_t b = i - 1; b <= i + 1; ++b)
+        if (b != a) w *= (x - p[b].x) / (p[a].x - p[b].x);
+      y += w;
+    }
+    out.push_back({std::exp(x), std::exp(y)});
+  }
+  return out;
+}
+
+// log lr* from the rates: at an edge the edge itself (the optimum is beyond the grid, and the
+// parabola's vertex there would be extrapolated); inside, the vertex of the parabola through
+// the lowest point and its neighbours, which lies between those neighbours.
+double log_optimum(const std::vector<RatePoint>& p) {
+  const std::size_t i = lowest(p);
+  if (i == 0 || i + 1 == p.size()) return p[i].x;
+  const double x0 = p[i - 1].x, x1 = p[i].x, x2 = p[i + 1].x;
+  const double y0 = p[i - 1].y, y1 = p[i].y, y2 = p[i + 1].y;
+  const double d = (x0 - x1) * (x0 - x2) * (x1 - x2);
+  const double a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / d;
+  const double b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / d;
+  if (!std::isfinite(y0) || !std::isfinite(y2)) return x1;  // a diverged neighbour
+  if (!(a > 0)) return x1;                                  // ties: a flat bottom
+  return std::clamp(-b / (2 * a), x0, x2);
+}
+
+}  // namespace
+
+LrOptimum lr_optimum(const LrAnchor& anchor, const LrTuningOptions& o) {
+  const std::vector<RatePoint> points = rate_points(anchor);
+  if (points.size() < 3)
+    throw std::invalid_argument(
+        fmt::format("{}: {} distinct learning rates finished; lr* needs at least 3 (the tuning "
+                    "grid has 5-7: train the rest)",
+                    anchor.label, points.size()));
+  LrOptimum out;
+  out.anchor = anchor;
+  for (const RatePoint& p : points) out.curve.push_back({p.lr, std::exp(p.y)});
+  const std::size_t best = lowest(points);
+  out.best_tried = points[best].lr;
+  out.best_loss = std::exp(points[best].y);
+  out.at_edge = best == 0 || best + 1 == points.size();
+  const double x = log_optimum(points);
+  out.lr = x == points[best].x ? points[best].lr : std::exp(x);
+  out.fitted = parabola(points);
+  if (o.bootstrap < 2) return out;
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<double> z;
+  for (int b = 0; b < o.bootstrap; ++b) {
+    std::vector<RatePoint> drawn = points;
+    for (RatePoint& p : drawn) p.y += o.noise / std::sqrt(static_cast<double>(p.n)) * z(rng);
+    out.samples.push_back(std::exp(log_optimum(drawn)));
+  }
+  if (!out.at_edge) out.interval = percentile_interval(out.samples, o.confidence);
+  return out;
+}
+
+namespace {
+
+bool spans(const std::vector<LrOptimum>& a, double LrAnchor::*field, double factor) {
+  double lo = INFINITY, hi = 0;
+  for (const LrOptimum& o : a) lo = std::min(lo, o.anchor.*field), hi = std::max(hi, o.anchor.*field);
+  return hi > factor * lo;
+}
+
+// Anchors of one budget have D = C/(6N): log D is a function of log N.
+bool one_budget(const std::vector<LrOptimum>& a) {
+  double lo = INFINITY, hi = 0;
+  for (const LrOptimum& o : a) {
+    const double c = o.anchor.n_active * o.anchor.tokens;
+    lo = std::min(lo, c), hi = std::max(hi, c);
+  }
+  return hi < 1.5 * lo;
+}
+
+Observation lr_observation(const LrOptimum& o, double lr) {
+  Observation x;
+  x.n_active = x.n_total = o.anchor.n_active;
+  x.tokens = o.anchor.tokens;
+  x.experts = o.anchor.experts;
+  x.loss = lr;
+  x.where = o.anchor.label;
+  return x;
+}
+
+Law lr_law_of(const std::vector<std::string>& terms) {
+  std::string expr = "exp(a)";
+  for (const std::string& t : terms) expr += t == "N" ? " * N^b" : t == "D" ? " * D^c" : " * E^e";
+  Law law = custom_law(expr, "lr");
+  law.title = "peak learning rate: log lr* = a + b log N + c log D + e log E";
+  for (ParamGrid& g : law.grid) g.values = g.name == "a" ? std::vector<double>{-10, -5, 0}
+                                                         : std::vector<double>{-1, -0.5, 0, 0.5};
+  return law;
+}
+
+FitOptions lr_fit_options() {
+  FitOptions f;
+  f.delta = 10;  // least squares in log lr: the papers' fit, and lr* noise is ~30%, not 0.1%
+  f.threads = 1;
+  return f;
+}
+
+}  // namespace
+
+LrLaw fit_lr_law(const std::vector<LrOptimum>& all, const LrTuningOptions& o) {
+  LrLaw out;
+  for (const LrOptimum& a : all)
+    if (!a.at_edge) out.anchors.push_back(a);
+  if (!all.empty()) out.group = all.front().anchor.group;
+  std::vector<std::string> terms{"N"};
+  if (one_budget(out.anchors) || !spans(out.anchors, &LrAnchor::tokens, 1.05))
+    out.dropped.push_back("D (the anchors share one budget, where D = C/6N moves with N: tune a "
+                          "second budget to tell them apart)");
+  else
+    terms.push_back("D");
+  if (spans(out.anchors, &LrAnchor::experts, 1.0))
+    terms.push_back("E");
+  else
+    out.dropped.push_back("E (one expert count)");
+  if (out.anchors.size() < terms.size() + 1)
+    throw std::invalid_argument(fmt::format(
+        "group {}: {} anchors with lr* inside their grids, and a law in {} needs at least {}; "
+        "widen the grids of the anchors at an edge (lr_edge) or add anchors",
+        out.group, out.anchors.size(), fmt::join(terms, ", "), terms.size() + 1));
+  const Law law = lr_law_of(terms);
+  std::vector<Observation> xs;
+  for (const LrOptimum& a : out.anchors) xs.push_back(lr_observation(a, a.lr));
+  out.fit = fit_law(law, xs, lr_fit_options());
+  out.n_min = INFINITY;
+  for (const LrOptimum& a : out.anchors)
+    out.n_min = std::min(out.n_min, a.anchor.n_active),
+    out.n_max = std::max(out.n_max, a.anchor.n_active);
+  // Intervals: the law refitted to each bootstrap draw of every anchor's lr*.
+  const std::size_t draws = out.anchors.front().samples.size();
+  std::map<std::string, std::vector<double>> values;
+  for (std::size_t b = 0; b < draws; ++b) {
+    std::vector<Observation> drawn;
+    for (const LrOptimum& a : out.anchors) drawn.push_back(lr_observation(a, a.samples.at(b)));
+    const FitResult f = fit_law(law, drawn, lr_fit_options());
+    out.fit.bootstrap_samples.push_back(f.fitted);
+    for (const auto& [name, v] : f.params) values[name].push_back(v);
+  }
+  if (draws >= 2) {
+    out.fit.bootstrap = static_cast<int>(draws);
+    out.fit.confidence = o.confidence;
+    for (const auto& [name, v] : values) out.fit.intervals[name] = percentile_interval(v, o.confidence);
+  }
+  // Of diagnose()'s checks only those about the parameters mean anything for a law of rates.
+  std::vector<Diagnostic> kept;
+  for (const Diagnostic& d : diagnose(out.fit, xs))
+    if (d.code == "param_at_bound" || d.code == "unidentified" || d.code == "degenerate")
+      kept.push_back(d);
+  out.fit.diagnostics = kept;
+  for (const Diagnostic& d : lr_diagnostics(all)) out.fit.diagnostics.push_back(d);
+  return out;
+}
+
+double lr_law_rate(const FitResult& law, double n_active, double tokens, double experts) {
+  auto param = [&](const char* name) {
+    const auto it = law.fitted.find(name);
+    return it == law.fitted.end() ? 0.0 : it->second;
+  };
+  return std::exp(param("a")) * std::pow(n_active, param("b")) * std::pow(tokens, param("c")) *
+         std::pow(experts, param("e"));
+}
+
+std::vector<Diagnostic> lr_diagnostics(const std::vector<LrOptimum>& optima) {
+  std::vector<std::string> low, high;
+  for (const LrOptimum& o : optima) {
+    if (!o.at_edge) continue;
+    (o.best_tried == o.curve.front().first ? low : high).push_back(o.anchor.label);
+  }
+  std::vector<Diagnostic> out;
+  auto add = [&](const std::vector<std::string>& labels, const char* end, const char* move) {
+    if (labels.empty()) return;
+    out.push_back({"lr_edge",
+                   fmt::format("the lowest loss of {} anchor{} ({}) is at the {} rate of its grid: "
+                               "lr* lies beyond it and was left out of the law; {}",
+                               labels.size(), labels.size() == 1 ? "" : "s",
+                               fmt::join(labels, "; "), end, move)});
+  };
+  add(low, "smallest", "add smaller rates ([tune] rates or rate_factors)");
+  add(high, "largest", "add larger rates ([tune] rates or rate_factors)");
+  return out;
+}
+
+std::vector<RecipeVerdict> recipe_check(const std::vector<RecipePoint>& points, double noise) {
+  auto mean_log = [](const std::vector<double>& v) {
+    double m = 0;
+    for (double x : v) m += std::log(x) / static_cast<double>(v.size());
+    return m;
+  };
+  auto mean = [](const std::vector<double>& v) {
+    double m = 0;
+    for (double x : v) m += x / static_cast<double>(v.size());
+    return m;
+  };
+  std::vector<RecipeVerdict> out;
+  for (const RecipePoint& p : points) {
+    if (p.own.empty()) continue;
+    for (const auto& [factor, losses] : p.neighbours) {
+      if (losses.empty()) continue;
+      RecipeVerdict v{.label = p.label, .factor = factor, .own_lr = p.own_lr};
+      v.own_mean = mean(p.own);
+      v.neighbour_mean = mean(losses);
+      v.difference = v.neighbour_mean - v.own_mean;
+      v.sd = noise * std::sqrt(1.0 / static_cast<double>(losses.size()) +
+                               1.0 / static_cast<double>(p.own.size()));
+      v.untuned = mean_log(losses) - mean_log(p.own) < -2 * v.sd;
+      out.push_back(v);
+    }
+  }
+  return out;
+}
+
+std::vector<Diagnostic> recipe_diagnostics(const std::vector<RecipeVerdict>& verdicts) {
+  std::vector<std::string> bad;
+  for (const RecipeVerdict& v : verdicts)
+    if (v.untuned)
+      bad.push_back(fmt::format("{} at x{:.3g} its rate ({:+.4f} nats)", v.label, v.factor,
+                                v.difference));
+  if (bad.empty()) return {};
+  return {{"recipe_untuned",
+           fmt::format("{} point{} train{} better at another learning rate than the sweep gave "
+                       "{} (by more than twice the run-to-run noise): {}; the fit reads biased "
+                       "losses. Tune the rule (plan --tune, fit --law lr, lr_rule = \"fit\") and "
+                       "train the sweep again",
+                       bad.size(), bad.size() == 1 ? "" : "s", bad.size() == 1 ? "s" : "",
+                       bad.size() == 1 ? "it" : "them", fmt::join(bad, "; "))}};
+}
+
+}  // namespace moescale::fitting
