@@ -43,7 +43,23 @@ class Examples : public CliTest {
 
 TEST_F(Examples, QuickstartIsTheExampleScriptAndItsSweepHoldsUp) {
   EXPECT_NE(read(kExamples + "/quickstart/run.sh").find("scripts/example.sh"), std::string::npos);
-  const auto plan = dry_run(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
+  const std::string config = MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml";
+  // The tuning stage plans without a store: six rates at four anchors of each of three groups.
+  const Result tune = run("plan --config " + config + " --tune --dry-run --json");
+  ASSERT_EQ(tune.status, 0) << tune.err;
+  const auto tuning = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(tuning["runs"].size(), 3u * 4 * 6);
+  for (const auto& run : tuning["runs"]) EXPECT_GE(run["steps"].get<int64_t>(), 300);
+  // The sweep takes its rates from the tuning stage's law, and says how to get one.
+  const Result untuned = run("plan --config " + config + " --dry-run", "none.db");
+  EXPECT_NE(untuned.status, 0);
+  EXPECT_NE(untuned.err.find("--tune"), std::string::npos) << untuned.err;
+  // Its shapes and tokens do not depend on the rate: plan them at a fixed one.
+  std::string text = read(config);
+  const std::string rule = "lr_rule = \"fit\"\nlr_fit = \"tiny-cpu-tune\"";
+  ASSERT_NE(text.find(rule), std::string::npos);
+  text.replace(text.find(rule), rule.size(), "lr = 1e-2");
+  const auto plan = dry_run(write("tiny-cpu-fixed.toml", text));
   std::set<double> budgets;
   std::map<std::string, std::set<uint64_t>> seeds;  // point -> seeds
   for (const auto& run : plan["runs"]) {
