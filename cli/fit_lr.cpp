@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -97,7 +98,15 @@ void run_lr_fit(const LrFitArgs& a) {
   nlohmann::json laws = nlohmann::json::array();
   size_t warnings = 0;
   for (const auto& [group, optima] : by_group) {
-    const fitting::LrLaw law = fitting::fit_lr_law(optima, o);
+    std::optional<fitting::LrLaw> fitted;
+    try {
+      fitted = fitting::fit_lr_law(optima, o);
+    } catch (const std::invalid_argument& e) {  // this group only: the others still fit
+      fmt::print(stderr, "warning: {} (no lr fit stored for it) [lr_edge]\n", e.what());
+      ++warnings;
+      continue;
+    }
+    const fitting::LrLaw& law = *fitted;
     const int64_t id =
         db.save_fit(a.sweep, "lr", lr_fit_group(group), fitting::to_json(law.fit));
     if (a.json) {

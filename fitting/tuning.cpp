@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <random>
 #include <set>
@@ -121,7 +122,12 @@ LrOptimum lr_optimum(const LrAnchor& anchor, const LrTuningOptions& o) {
   out.lr = x == points[best].x ? points[best].lr : std::exp(x);
   out.fitted = parabola(points);
   if (o.bootstrap < 2) return out;
-  std::mt19937_64 rng(o.seed);
+  // Each anchor draws its own noise: shared draws would move every lr* together and make the
+  // law's exponents look certain.
+  std::seed_seq seq{o.seed, static_cast<uint64_t>(anchor.n_active),
+                    static_cast<uint64_t>(anchor.tokens), static_cast<uint64_t>(anchor.experts),
+                    static_cast<uint64_t>(std::hash<std::string>{}(anchor.group))};
+  std::mt19937_64 rng(seq);
   std::normal_distribution<double> z;
   for (int b = 0; b < o.bootstrap; ++b) {
     std::vector<RatePoint> drawn = points;
@@ -161,7 +167,7 @@ Observation lr_observation(const LrOptimum& o, double lr) {
 }
 
 Law lr_law_of(const std::vector<std::string>& terms) {
-  std::string expr = "exp(a)";
+  std::string expr = "exp(a)";  // no term left: one rate for the group, the anchors' mean
   for (const std::string& t : terms) expr += t == "N" ? " * N^b" : t == "D" ? " * D^c" : " * E^e";
   Law law = custom_law(expr, "lr");
   law.title = "peak learning rate: log lr* = a + b log N + c log D + e log E";
@@ -179,11 +185,61 @@ FitOptions lr_fit_options() {
 
 }  // namespace
 
+namespace {
+
+const char* exponent_of(const std::string& term) {
+  return term == "N" ? "b" : term == "D" ? "c" : "e";
+}
+
+// The law in `terms` over the anchors' lr*, with intervals from refits to each bootstrap draw
+// of every anchor's lr*.
+FitResult fit_terms(const std::vector<LrOptimum>& anchors, const std::vector<std::string>& terms,
+                    const LrTuningOptions& o) {
+  const Law law = lr_law_of(terms);
+  std::vector<Observation> xs;
+  for (const LrOptimum& a : anchors) xs.push_back(lr_observation(a, a.lr));
+  FitResult fit = fit_law(law, xs, lr_fit_options());
+  const std::size_t draws = anchors.front().samples.size();
+  std::map<std::string, std::vector<double>> values;
+  for (std::size_t b = 0; b < draws; ++b) {
+    std::vector<Observation> drawn;
+    for (const LrOptimum& a : anchors) drawn.push_back(lr_observation(a, a.samples.at(b)));
+    const FitResult f = fit_law(law, drawn, lr_fit_options());
+    fit.bootstrap_samples.push_back(f.fitted);
+    for (const auto& [name, v] : f.params) values[name].push_back(v);
+  }
+  if (draws >= 2) {
+    fit.bootstrap = static_cast<int>(draws);
+    fit.confidence = o.confidence;
+    for (const auto& [name, v] : values) fit.intervals[name] = percentile_interval(v, o.confidence);
+  }
+  // Of diagnose()'s checks only those about the parameters mean anything for a law of rates.
+  std::vector<Diagnostic> kept;
+  for (const Diagnostic& d : diagnose(fit, xs))
+    if (d.code == "param_at_bound" || d.code == "unidentified" || d.code == "degenerate")
+      kept.push_back(d);
+  fit.diagnostics = kept;
+  return fit;
+}
+
+// An exponent whose interval spans more than this is not determined by the anchors: with it, the
+// law would hand runs outside the anchors' range rates set by noise (measured on the embedded
+// default: N and D exponents of +0.55 and +0.93 with intervals 1.7 wide, from single seeds).
+constexpr double kMaxExponentSpan = 1.0;
+
+}  // namespace
+
 LrLaw fit_lr_law(const std::vector<LrOptimum>& all, const LrTuningOptions& o) {
   LrLaw out;
   for (const LrOptimum& a : all)
     if (!a.at_edge) out.anchors.push_back(a);
   if (!all.empty()) out.group = all.front().anchor.group;
+  if (out.anchors.size() < 2)
+    throw std::invalid_argument(fmt::format(
+        "group {}: {} anchor{} with lr* inside {} grid, and even one rate for the group needs two; "
+        "widen the grids (lr_edge says which way) or add anchors",
+        out.group, out.anchors.size(), out.anchors.size() == 1 ? "" : "s",
+        out.anchors.size() == 1 ? "its" : "their"));
   std::vector<std::string> terms{"N"};
   if (one_budget(out.anchors) || !spans(out.anchors, &LrAnchor::tokens, 1.05))
     out.dropped.push_back("D (the anchors share one budget, where D = C/6N moves with N: tune a "
@@ -194,40 +250,34 @@ LrLaw fit_lr_law(const std::vector<LrOptimum>& all, const LrTuningOptions& o) {
     terms.push_back("E");
   else
     out.dropped.push_back("E (one expert count)");
-  if (out.anchors.size() < terms.size() + 1)
-    throw std::invalid_argument(fmt::format(
-        "group {}: {} anchors with lr* inside their grids, and a law in {} needs at least {}; "
-        "widen the grids of the anchors at an edge (lr_edge) or add anchors",
-        out.group, out.anchors.size(), fmt::join(terms, ", "), terms.size() + 1));
-  const Law law = lr_law_of(terms);
-  std::vector<Observation> xs;
-  for (const LrOptimum& a : out.anchors) xs.push_back(lr_observation(a, a.lr));
-  out.fit = fit_law(law, xs, lr_fit_options());
+  auto drop = [&](const std::string& term, const std::string& why) {
+    terms.erase(std::find(terms.begin(), terms.end(), term));
+    out.dropped.push_back(term + " (" + why + ")");
+  };
+  for (const char* t : {"D", "E", "N"})
+    if (out.anchors.size() < terms.size() + 2 && std::count(terms.begin(), terms.end(), t))
+      drop(t, fmt::format("{} anchors with lr* inside their grids are too few for it",
+                          out.anchors.size()));
+  out.fit = fit_terms(out.anchors, terms, o);
+  for (bool dropped = true; dropped;) {
+    dropped = false;
+    for (const char* t : {"D", "E", "N"}) {
+      const auto it = out.fit.intervals.find(exponent_of(t));
+      if (!std::count(terms.begin(), terms.end(), t) || it == out.fit.intervals.end() ||
+          it->second.hi - it->second.lo <= kMaxExponentSpan)
+        continue;
+      drop(t, fmt::format("its exponent's interval [{:.3g}, {:.3g}] spans more than {:g}: the "
+                          "anchors do not determine it; more seeds or anchors would",
+                          it->second.lo, it->second.hi, kMaxExponentSpan));
+      out.fit = fit_terms(out.anchors, terms, o);
+      dropped = true;
+      break;
+    }
+  }
   out.n_min = INFINITY;
   for (const LrOptimum& a : out.anchors)
     out.n_min = std::min(out.n_min, a.anchor.n_active),
     out.n_max = std::max(out.n_max, a.anchor.n_active);
-  // Intervals: the law refitted to each bootstrap draw of every anchor's lr*.
-  const std::size_t draws = out.anchors.front().samples.size();
-  std::map<std::string, std::vector<double>> values;
-  for (std::size_t b = 0; b < draws; ++b) {
-    std::vector<Observation> drawn;
-    for (const LrOptimum& a : out.anchors) drawn.push_back(lr_observation(a, a.samples.at(b)));
-    const FitResult f = fit_law(law, drawn, lr_fit_options());
-    out.fit.bootstrap_samples.push_back(f.fitted);
-    for (const auto& [name, v] : f.params) values[name].push_back(v);
-  }
-  if (draws >= 2) {
-    out.fit.bootstrap = static_cast<int>(draws);
-    out.fit.confidence = o.confidence;
-    for (const auto& [name, v] : values) out.fit.intervals[name] = percentile_interval(v, o.confidence);
-  }
-  // Of diagnose()'s checks only those about the parameters mean anything for a law of rates.
-  std::vector<Diagnostic> kept;
-  for (const Diagnostic& d : diagnose(out.fit, xs))
-    if (d.code == "param_at_bound" || d.code == "unidentified" || d.code == "degenerate")
-      kept.push_back(d);
-  out.fit.diagnostics = kept;
   for (const Diagnostic& d : lr_diagnostics(all)) out.fit.diagnostics.push_back(d);
   return out;
 }

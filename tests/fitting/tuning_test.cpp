@@ -104,10 +104,30 @@ TEST(LrLaw, OneBudgetCannotTellNFromDAndSaysSo) {
   EXPECT_NEAR(law.fit.fitted.at("b"), -0.8, 0.02);
 }
 
-TEST(LrLaw, EdgeAnchorsAreLeftOutAndTooFewAreAnError) {
+TEST(LrLaw, EdgeAnchorsAreLeftOutAndTooFewDropTermsUntilNoneIsAnError) {
   std::vector<LrOptimum> anchors = law_anchors(false);
-  anchors[0].at_edge = anchors[1].at_edge = true;
+  anchors[0].at_edge = true;
+  const LrLaw one = fit_lr_law(anchors, {});  // two anchors: one rate for the group
+  EXPECT_EQ(one.fit.fitted.count("b"), 0u);
+  EXPECT_NEAR(lr_law_rate(one.fit, 1, 1, 1), std::sqrt(anchors[1].lr * anchors[2].lr),
+              1e-3 * anchors[2].lr);
+  anchors[1].at_edge = true;
   EXPECT_THROW(fit_lr_law(anchors, {}), std::invalid_argument);
+}
+
+TEST(LrLaw, AnExponentTheNoiseLeavesOpenIsDropped) {
+  LrTuningOptions o;
+  o.noise = 0.05;  // lr* of each anchor now uncertain by a factor of about 2
+  std::vector<LrOptimum> anchors;
+  for (double n : {1e3, 1.2e3, 1.5e3}) {  // a narrow range of N: its exponent stays open
+    std::vector<double> rates;
+    for (int i = -3; i <= 3; ++i) rates.push_back(1e-2 * std::pow(2.0, i));
+    anchors.push_back(lr_optimum(parabola_anchor(1e-2, rates, n, 1e10 / (6 * n)), o));
+  }
+  const LrLaw law = fit_lr_law(anchors, o);
+  EXPECT_EQ(law.fit.fitted.count("b"), 0u);
+  ASSERT_FALSE(law.dropped.empty());
+  EXPECT_NE(law.dropped.back().find("do not determine it"), std::string::npos);
 }
 
 TEST(RecipeCheck, ANeighbourBetterBeyondTheNoiseIsUntuned) {
