@@ -64,10 +64,10 @@ TOML
 "$bin" train --sweep f --db reference.db --threads 1 --checkpoints ref-ckpt -q 2>reference.log
 
 # Prints "runs N, lost L, duplicated D, wrong W" for a SQLite store; fails unless all 0.
-judge() {
-  python3 - "$1" <<'PY'
+judge() {  # judge STORE [REFERENCE]
+  python3 - "$1" "${2:-reference.db}" <<'PY'
 import sqlite3, sys
-ref = dict(sqlite3.connect("reference.db").execute("SELECT key, final_loss FROM runs"))
+ref = dict(sqlite3.connect(sys.argv[2]).execute("SELECT key, final_loss FROM runs"))
 db = sqlite3.connect(sys.argv[1])
 runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
 lost = db.execute("SELECT count(*) FROM runs WHERE status != 'done'").fetchone()[0]
@@ -141,10 +141,10 @@ else:
 PY
 }
 
-report() {  # report CLASS FAULTS STORE
+report() {  # report CLASS FAULTS STORE [REFERENCE [NOTE]]
   local line
-  if line=$(judge "$3"); then :; else status=1; fi
-  printf '%-24s %2s faults: %s\n' "$1" "$2" "$line"
+  if line=$(judge "$3" "${4:-reference.db}"); then :; else status=1; fi
+  printf '%-24s %2s faults: %s%s\n' "$1" "$2" "$line" "${5:-}"
 }
 
 # ---- checkpoint corruption ---------------------------------------------------
@@ -206,7 +206,7 @@ else
 fi
 
 # ---- PostgreSQL: frozen, restarted ------------------------------------------
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 pg_pids() {
   local main
   main=$(head -1 "$pg_dir/data/postmaster.pid" 2>/dev/null) || return 0
@@ -224,9 +224,14 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && { [ "$(id -u)" != 0 ] || id po
   as_pg "$pg_bin/psql" -h "$pg_dir" -p "$port" -U moescale -d postgres -q \
     -c "CREATE DATABASE frozen" -c "CREATE DATABASE restarted"
 
-  "$bin" plan --config sweep.toml --db "$(url frozen)" >/dev/null
+  # Runs long enough (about 15 s each) for the faults to hit them mid-training.
+  sed 's/^tokens = \[2e5\]/tokens = [3e6]/' sweep.toml > sweep-pg.toml
+  "$bin" plan --config sweep-pg.toml --db reference-pg.db >/dev/null
+  "$bin" train --sweep f --db reference-pg.db --threads 1 --checkpoints ref-pg-ckpt -q \
+    2>reference-pg.log
+  "$bin" plan --config sweep-pg.toml --db "$(url frozen)" >/dev/null
   "$bin" train --sweep f --db "$(url frozen)" --threads 1 --checkpoints ckpt-frozen -q \
-    2>>pg.log &
+    2>frozen.log &
   pid=$!
   sleep 4
   kill -STOP $(pg_pids)
@@ -234,11 +239,12 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && { [ "$(id -u)" != 0 ] || id po
   kill -CONT $(pg_pids)
   wait "$pid" || true
   "$bin" db copy --from "$(url frozen)" --to frozen.db >/dev/null
-  report "server frozen" 1 frozen.db
+  report "server frozen" 1 frozen.db reference-pg.db \
+    " (train retried the store $(grep -c 'trying again' frozen.log || true) times)"
 
-  "$bin" plan --config sweep.toml --db "$(url restarted)" >/dev/null
+  "$bin" plan --config sweep-pg.toml --db "$(url restarted)" >/dev/null
   "$bin" train --sweep f --db "$(url restarted)" --threads 1 --checkpoints ckpt-restarted -q \
-    2>>pg.log &
+    2>restarted.log &
   pid=$!
   for _ in 1 2; do
     sleep 4
@@ -246,7 +252,8 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && { [ "$(id -u)" != 0 ] || id po
   done
   wait "$pid" || true
   "$bin" db copy --from "$(url restarted)" --to restarted.db >/dev/null
-  report "server restarted" 2 restarted.db
+  report "server restarted" 2 restarted.db reference-pg.db \
+    " (train retried the store $(grep -c 'trying again' restarted.log || true) times)"
 else
   printf '%-24s skipped: no PostgreSQL server binaries (apt-get install postgresql)\n' \
     "server frozen"
