@@ -126,5 +126,26 @@ TEST_F(FullDisk, UnderTheDatabaseEndsWithAClearErrorAndLosesNoRun) {
   EXPECT_EQ(only_run("small/a.db")["final_loss"].get<double>(), loss);
 }
 
+// The --workers processes get --db, --checkpoints and --data as argv entries, never through
+// a shell: `$(…)`, backticks and `$VAR` in them are names.
+TEST_F(CliTest, ShellSyntaxInTrainPathsIsTakenLiterally) {
+  const std::string data = "d $(touch MARKER1)", db = "s `touch MARKER2`.db", ckpt = "ck $HOME";
+  ASSERT_EQ(run("data prepare -q --source synthetic:markov:order=1,vocab=16,branching=3,"
+                "tokens=100000 --out '" +
+                data + "'")
+                .status,
+            0);
+  write("s.toml", tiny_sweep("[2e4]"));
+  ASSERT_EQ(run("plan --config s.toml --db '" + db + "'").status, 0);
+  const Result r = run("train --sweep w --workers 2 --threads 1 -q --db '" + db +
+                       "' --checkpoints '" + ckpt + "' --data '" + data + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const json& run : json::parse(this->run("runs --json --db '" + db + "'").out))
+    EXPECT_EQ(run["status"], "done");
+  EXPECT_TRUE(fs::exists(dir_ / ckpt / "w")) << "checkpoints where the user asked";
+  for (const auto& e : fs::recursive_directory_iterator(dir_))
+    EXPECT_NE(e.path().filename().string().rfind("MARKER", 0), 0u) << e.path();
+}
+
 }  // namespace
 }  // namespace moescale::testing
