@@ -63,33 +63,6 @@ Groups load_groups(const Database& db, const FitArgs& a) {
   return groups;
 }
 
-// Progress on stderr for any stage that takes more than a second: done/total and an estimate
-// of the time left, redrawn at most every half second.
-std::function<void(std::string_view, size_t, size_t)> progress_printer() {
-  using Clock = std::chrono::steady_clock;
-  struct State {
-    std::string stage;
-    Clock::time_point start, last;
-    bool shown = false;
-  };
-  auto state = std::make_shared<State>();
-  return [state](std::string_view stage, size_t done, size_t total) {
-    const auto now = Clock::now();
-    if (stage != state->stage) {
-      if (state->shown) fmt::print(stderr, "\n");
-      *state = {std::string(stage), now, now, false};
-    }
-    const double elapsed = std::chrono::duration<double>(now - state->start).count();
-    const bool last = done == total;
-    if (elapsed < 1 || (!last && now - state->last < std::chrono::milliseconds(500))) return;
-    const double left = done > 0 ? elapsed * static_cast<double>(total - done) / done : 0;
-    fmt::print(stderr, "\r{} {}/{}, {:.0f} s, about {:.0f} s left   {}", stage, done, total,
-               elapsed, left, last ? "\n" : "");
-    state->last = now;
-    state->shown = !last;
-  };
-}
-
 fitting::FitOptions fit_options(const FitArgs& a) {
   fitting::FitOptions o;
   o.delta = a.delta;

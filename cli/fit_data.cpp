@@ -2,9 +2,40 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+#include <memory>
+#include <string>
+
 #include "cli/common.h"
 
 namespace moescale::cli {
+
+// Progress on stderr for any stage that takes more than a second: done/total and an estimate
+// of the time left, redrawn at most every half second.
+std::function<void(std::string_view, size_t, size_t)> progress_printer() {
+  using Clock = std::chrono::steady_clock;
+  struct State {
+    std::string stage;
+    Clock::time_point start, last;
+    bool shown = false;
+  };
+  auto state = std::make_shared<State>();
+  return [state](std::string_view stage, size_t done, size_t total) {
+    const auto now = Clock::now();
+    if (stage != state->stage) {
+      if (state->shown) fmt::print(stderr, "\n");
+      *state = {std::string(stage), now, now, false};
+    }
+    const double elapsed = std::chrono::duration<double>(now - state->start).count();
+    const bool last = done == total;
+    if (elapsed < 1 || (!last && now - state->last < std::chrono::milliseconds(500))) return;
+    const double left = done > 0 ? elapsed * static_cast<double>(total - done) / done : 0;
+    fmt::print(stderr, "\r{} {}/{}, {:.0f} s, about {:.0f} s left   {}", stage, done, total,
+               elapsed, left, last ? "\n" : "");
+    state->last = now;
+    state->shown = !last;
+  };
+}
 
 fitting::Law law_named(const std::string& text) {
   const bool expression = text.find_first_of("+-*/^() ") != std::string::npos;
@@ -12,8 +43,8 @@ fitting::Law law_named(const std::string& text) {
 }
 
 fitting::Observation observation_of(const ObservationRecord& o) {
-  return {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity, o.loss, o.label,
-          o.steps};
+  return {o.n_active,    o.n_total, o.tokens, o.experts, o.top_k,
+          o.granularity, o.loss,    o.label,  o.steps};
 }
 
 fitting::Observation observation_of(const RunRecord& r) {
@@ -62,10 +93,7 @@ fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& recor
   if (!quiet) {
     fmt::print(stderr, "fit {} has no bootstrap sets: refitting {} resamples\n", record.id,
                bootstrap);
-    fo.progress = [](std::string_view stage, size_t done, size_t total) {
-      if (stage == "bootstrap" && (done == total || done % 10 == 0))
-        fmt::print(stderr, "\rbootstrap {}/{}{}", done, total, done == total ? "\n" : "");
-    };
+    fo.progress = progress_printer();  // done/total and the time left
   }
   return fitting::with_bootstrap(fit, observations, fo);
 }

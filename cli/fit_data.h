@@ -2,12 +2,20 @@
 // fitted on (as well as the store can tell) and, when it has none, bootstrap parameter sets.
 #pragma once
 
+#include <cstddef>
+#include <functional>
+#include <string_view>
 #include <vector>
 
 #include "db/db.h"
 #include "fitting/fitting.h"
 
 namespace moescale::cli {
+
+// Progress on stderr for a fitting stage that takes more than a second: done/total, the
+// seconds spent and about how many are left (fit, and the bootstrap refits of recommend and
+// plan --next).
+std::function<void(std::string_view, size_t, size_t)> progress_printer();
 
 // A catalogue law by name, or a user's expression (anything with an operator or a space).
 fitting::Law law_named(const std::string& text);

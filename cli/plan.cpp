@@ -243,6 +243,12 @@ void run_plan_next(const PlanArgs& a, const NextArgs& n) {
   if (n.fit_id <= 0 || !(n.budget > 0) || !(n.allowance > 0))
     throw CLI::ValidationError(
         "--next", "needs --fit ID, --budget C_target and --allowance C_extra (positive FLOPs)");
+  // Past plan's limit the law is evaluated where no sweep can reach, in floating point
+  // that has lost the digits an interval needs (1e308 answered with an interval of x1).
+  if (n.budget > limits::kMaxBudget || n.allowance > limits::kMaxBudget)
+    throw CLI::ValidationError(
+        "--next", fmt::format("--budget and --allowance must be at most {:g} FLOPs (plan's limit)",
+                              limits::kMaxBudget));
   Database db(default_database_path(a.db), Database::Mode::must_exist);
   const FitRecord record = db.fit(n.fit_id);
   const SweepRecord sweep = db.sweep(record.sweep);

@@ -2,9 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <fstream>
 #include <stdexcept>
+
+#include "cli/process.h"
 
 namespace moescale::cli {
 namespace {
@@ -58,10 +59,13 @@ std::string panel_script(const Panel& p, int panel_index) {
                      quote(p.xlabel), quote(p.ylabel));
   out += p.logx ? "set logscale x\nset format x '10^{%L}'\n" : "unset logscale x\nset format x\n";
   out += p.logy ? "set logscale y\n" : "unset logscale y\n";
+  // gnuplot refuses `plot NaN` ("all points y value undefined"): an empty panel draws a
+  // line outside fixed ranges instead.
   if (clauses.empty())
     return out +
-           "set label 1 'no data' at graph 0.45, 0.5\nplot NaN notitle\n"
-           "unset label 1\n";
+           "unset logscale\nset format x\nset xrange [0:1]\nset yrange [0:1]\n"
+           "set label 1 'no data' at graph 0.45, 0.5\nplot -1 notitle\n"
+           "unset label 1\nset autoscale\n";
   out += "plot " + clauses.front();
   for (size_t i = 1; i < clauses.size(); ++i) out += ", \\\n     " + clauses[i];
   return out + "\n";
@@ -87,18 +91,15 @@ void render(const Figure& figure, const std::filesystem::path& dir) {
     const auto gp = dir / fmt::format("{}.{}.gp", figure.name, ext);
     const auto out = dir / fmt::format("{}.{}", figure.name, ext);
     std::ofstream(gp) << script(figure, terminal, out.filename().string());
-    const std::string cmd =
-        fmt::format("cd {} && gnuplot {} 2>&1", quote(dir.string()), quote(gp.filename().string()));
-    FILE* pipe = popen(cmd.c_str(), "r");
-    if (!pipe) throw std::runtime_error("cannot start gnuplot");
-    std::string log;
-    char buf[512];
-    while (fgets(buf, sizeof buf, pipe)) log += buf;
-    const int status = pclose(pipe);
-    if (status != 0)
+    // gnuplot runs in DIR with the script's own name: no shell, so nothing in the
+    // path the user gave is expanded or run.
+    ProcessOptions in_dir;
+    in_dir.working_dir = dir.string();
+    const ProcessResult run = run_process({"gnuplot", gp.filename().string()}, in_dir);
+    if (run.status != 0)
       throw std::runtime_error(
           fmt::format("gnuplot failed on {} (install gnuplot-nox; scripts/setup.sh does): {}",
-                      gp.string(), log.substr(0, 400)));
+                      gp.string(), (run.err + run.out).substr(0, 400)));
   }
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -15,7 +16,9 @@ namespace {
 
 struct RecommendArgs {
   std::string db, hardware = "h100", mode;
-  int64_t fit_id = 0, top_k = 0, prompt_tokens = 1024, output_tokens = 256, reference_experts = 0;
+  static constexpr int64_t kNotGiven = std::numeric_limits<int64_t>::min();
+  int64_t top_k = kNotGiven;  // kNotGiven: the sweep's
+  int64_t fit_id = 0, prompt_tokens = 1024, output_tokens = 256, reference_experts = 0;
   double budget = 0, serve_tokens = 0, target_loss = 0, max_serve_cost = 0, confidence = 0.95;
   int bootstrap = 100, max_gpus = 64;
   std::vector<int64_t> experts{1, 4, 8, 16, 32};
@@ -60,13 +63,40 @@ std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& recor
   return s;
 }
 
+// Expert counts and top-k within plan's limits, and k at most every MoE choice's E: past
+// them the accounting overflows (N_total fell as E grew, and 2^63 - 1 experts gave -nan).
+void check_counts(const std::vector<int64_t>& experts, int64_t top_k, bool top_k_given) {
+  if (experts.empty()) throw std::invalid_argument("--experts needs at least one expert count");
+  for (const int64_t e : experts)
+    if (e < 1 || e > limits::kMaxExperts)
+      throw std::invalid_argument(fmt::format(
+          "--experts {} is out of range: each count must be from 1 to {} (plan's limit)", e,
+          limits::kMaxExperts));
+  if (top_k < 1 || top_k > limits::kMaxExperts)
+    throw std::invalid_argument(
+        fmt::format("--top-k {} is out of range: experts per token must be from 1 to {}", top_k,
+                    limits::kMaxExperts));
+  for (const int64_t e : experts)
+    if (e > 1 && top_k > e)
+      throw std::invalid_argument(fmt::format(
+          "{} {} is more than the {} experts of --experts {}: a token cannot use more experts "
+          "than there are; give --top-k at most {}{}",
+          top_k_given ? "--top-k" : "the sweep's top_k", top_k, e, e, e,
+          top_k_given ? "" : " (or pass --top-k)"));
+}
+
 fitting::RecommendOptions options_of(const RecommendArgs& a, const std::optional<SweepShape>& s) {
-  if (!(a.budget > 0))
-    throw std::invalid_argument("--budget must be a positive number of FLOPs, e.g. 1e21");
+  if (!(a.budget > 0) || a.budget > limits::kMaxBudget)
+    throw std::invalid_argument(fmt::format(
+        "--budget {:g} is outside what a law can be asked about: give positive FLOPs up to {:g} "
+        "(plan's limit), e.g. 1e21",
+        a.budget, limits::kMaxBudget));
   fitting::RecommendOptions o;
   o.budget = a.budget;
   o.experts = a.experts;
-  o.top_k = a.top_k > 0 ? a.top_k : s ? s->top_k : 2;
+  const bool top_k_given = a.top_k != RecommendArgs::kNotGiven;
+  o.top_k = top_k_given ? a.top_k : s ? s->top_k : 2;
+  check_counts(o.experts, o.top_k, top_k_given);
   if (s) o.shape = fitting::serving_shape_like(s->router, s->moe_every);
   o.confidence = a.confidence;
   if (a.target_loss > 0) o.target_loss = a.target_loss;
@@ -104,6 +134,11 @@ std::string size_text(const fitting::Choice& c) {
   return with_interval(human_count(c.n_active), c.n_active_ci, human_count);
 }
 
+// "20.3" as long as that is short, "1.2e+16" beyond.
+std::string tokens_per_param_text(double ratio) {
+  return ratio < 1e5 ? fmt::format("{:.1f}", ratio) : fmt::format("{:.3g}", ratio);
+}
+
 void print_loss_optimal(const fitting::Recommendation& r, const fitting::RecommendOptions& o) {
   const bool ci = r.bootstrap > 0;
   std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"};
@@ -118,7 +153,7 @@ void print_loss_optimal(const fitting::Recommendation& r, const fitting::Recomme
                                  size_text(c),
                                  human_count(c.n_total),
                                  with_interval(human_count(c.tokens), c.tokens_ci, human_count),
-                                 fmt::format("{:.1f}", c.tokens / c.n_active),
+                                 tokens_per_param_text(c.tokens / c.n_active),
                                  with_interval(loss_text(c.loss), c.loss_ci, loss_text)};
     if (ci) row.push_back(c.p_best ? fmt::format("{:.2f}", *c.p_best) : "-");
     t.add(row);

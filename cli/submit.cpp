@@ -3,9 +3,6 @@
 // left, so N tasks share the sweep however long its runs are.
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <poll.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,11 +17,10 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/process.h"
 #include "cli/trainer_process.h"
 #include "db/db.h"
 #include "trainer/trainer.h"
-
-extern char** environ;
 
 namespace moescale::cli {
 namespace {
@@ -165,56 +161,6 @@ std::string find_on_path(const std::string& program) {
   return "";
 }
 
-struct Captured {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs argv[0] with both outputs captured (read together, so neither pipe fills up).
-Captured run_captured(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  int out_fds[2], err_fds[2];
-  if (pipe(out_fds) != 0 || pipe(err_fds) != 0)
-    throw std::runtime_error("cannot create pipes to run " + args[0]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out_fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err_fds[1], STDERR_FILENO);
-  for (int fd : {out_fds[0], out_fds[1], err_fds[0], err_fds[1]})
-    posix_spawn_file_actions_addclose(&actions, fd);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(out_fds[1]);
-  close(err_fds[1]);
-  Captured c;
-  if (rc == 0) {
-    pollfd fds[2] = {{out_fds[0], POLLIN, 0}, {err_fds[0], POLLIN, 0}};
-    std::string* into[2] = {&c.out, &c.err};
-    int open_fds = 2;
-    while (open_fds > 0) {
-      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
-      for (int i = 0; i < 2; ++i) {
-        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        char buf[4096];
-        const ssize_t n = read(fds[i].fd, buf, sizeof buf);
-        if (n > 0) into[i]->append(buf, static_cast<size_t>(n));
-        if (n == 0 || (n < 0 && errno != EINTR)) fds[i].fd = -1, --open_fds;
-      }
-    }
-  }
-  for (int fd : {out_fds[0], err_fds[0]}) close(fd);
-  if (rc != 0)
-    throw std::runtime_error(fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  c.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return c;
-}
-
 std::string trimmed(std::string s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.erase(0, 1);
@@ -224,7 +170,7 @@ std::string trimmed(std::string s) {
 // "123" from `sbatch --parsable`, which prints "JOBID" or "JOBID;CLUSTER".
 std::string submit_script(const fs::path& script) {
   const std::string sbatch = find_on_path("sbatch");
-  const Captured c = run_captured({sbatch, "--parsable", script.string()});
+  const ProcessResult c = run_process({sbatch, "--parsable", script.string()});
   const std::string id = trimmed(c.out.substr(0, c.out.find(';')));
   if (c.status != 0 || id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
     throw std::runtime_error(fmt::format(
@@ -335,14 +281,17 @@ void run_submit(const SubmitArgs& a) {
   const std::string script = sbatch_script(a, store, folder);
   const fs::path path = save_script(script, a.sweep, folder, url_has_password(store));
   if (a.dry_run) {
+    // The file, readable only by its owner, keeps what the tasks need; a terminal, a log
+    // or a pasted output must not show the password.
+    const std::string shown = redact_location(script, store);
     if (a.json)
       fmt::print(
           "{}\n",
           nlohmann::json{
-              {"script", path.string()}, {"text", script}, {"tasks", a.array}, {"runs_left", left}}
+              {"script", path.string()}, {"text", shown}, {"tasks", a.array}, {"runs_left", left}}
               .dump());
     else
-      fmt::print("{}", script);
+      fmt::print("{}", shown);
     fmt::print(stderr,
                "dry run: script written to {}, nothing submitted (`sbatch {}` submits it)\n",
                path.string(), path.string());

@@ -16,10 +16,12 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <system_error>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/process.h"
 #include "db/db.h"
 #include "trainer/trainer.h"
 
@@ -48,6 +50,7 @@ struct TrainArgs {
   int64_t run_id = 0;
   int max_runs = 0, threads = 0, workers = 1;
   double stale_after = 600;
+  double db_retry = 120;  // seconds to keep trying a lost server connection
   bool quiet = false, retry_failed = false;
   std::string summary_file;  // internal: a --workers child reports here
 };
@@ -68,28 +71,73 @@ struct SweepProgress {
   int training = 1;
 };
 
+// The first line of a message, trimmed: a store keeps one actionable line, never a
+// library's stack trace.
+std::string one_line(const std::string& message) {
+  std::string line = message.substr(0, message.find('\n'));
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  return line;
+}
+
+// A store call that survives a lost server connection (a restarted server, a killed
+// backend): tried again, 1, 2, 4 … 30 s apart, for up to `limit` seconds. Claims fence
+// every write, so a write tried again never lands twice or for a run taken over since.
+template <class F>
+auto with_retry(double limit, F&& call) -> decltype(call()) {
+  const auto start = Clock::now();
+  double wait = 1;
+  while (true) {
+    try {
+      return call();
+    } catch (const ConnectionLost& e) {
+      const double spent = std::chrono::duration<double>(Clock::now() - start).count();
+      if (g_stop || spent + wait > limit) throw;
+      fmt::print(stderr, "warning: {}; trying again in {:g} s (for up to {:g} s: --db-retry)\n",
+                 one_line(e.what()), wait, limit);
+      for (double slept = 0; slept < wait && !g_stop; slept += 0.1)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      wait = std::min(2 * wait, 30.0);
+    }
+  }
+}
+
 // Connects the trainer's MetricSink to the database and prints progress. Every
 // write is fenced by the claim: a run taken over by another worker throws LostClaim.
 class DatabaseSink : public MetricSink {
  public:
-  DatabaseSink(Database& db, const RunRecord& run, SweepProgress progress, bool quiet)
-      : db_(db), run_(run), progress_(progress), quiet_(quiet) {}
+  DatabaseSink(Database& db, const RunRecord& run, SweepProgress progress, bool quiet,
+               double db_retry)
+      : db_(db), run_(run), progress_(progress), quiet_(quiet), db_retry_(db_retry) {}
 
   void train_step(const TrainStepMetrics& m) override {
     nlohmann::json load = m.expert_load;
-    db_.record_metric(run_.claim(),
-                      {run_.id, m.step, m.tokens, "train", m.loss, m.lr, m.aux_loss, m.tokens_per_s,
-                       std::nullopt, m.elapsed_s, m.expert_load.empty() ? "" : load.dump()});
+    const MetricRecord record{run_.id,
+                              m.step,
+                              m.tokens,
+                              "train",
+                              m.loss,
+                              m.lr,
+                              m.aux_loss,
+                              m.tokens_per_s,
+                              std::nullopt,
+                              m.elapsed_s,
+                              m.expert_load.empty() ? "" : load.dump()};
+    with_retry(db_retry_, [&] { db_.record_metric(run_.claim(), record); });
     if (!quiet_) print(m);
   }
 
   void eval(const EvalMetrics& m) override {
     std::optional<double> bpb;
     if (std::isfinite(m.bits_per_byte)) bpb = m.bits_per_byte;
-    db_.record_metric(run_.claim(), {run_.id, m.step, m.tokens, "val", m.loss, std::nullopt,
-                                     std::nullopt, std::nullopt, bpb, std::nullopt, ""});
+    const MetricRecord record{
+        run_.id,      m.step,       m.tokens, "val",        m.loss, std::nullopt,
+        std::nullopt, std::nullopt, bpb,      std::nullopt, ""};
+    with_retry(db_retry_, [&] { db_.record_metric(run_.claim(), record); });
     last_val_ = m.loss;
   }
+
+  void checkpoint(int64_t step) override { checkpointed_ = step; }
+  int64_t checkpointed() const { return checkpointed_; }  // 0: none written by this process
 
  private:
   void print(const TrainStepMetrics& m) const {
@@ -117,7 +165,9 @@ class DatabaseSink : public MetricSink {
   const RunRecord& run_;
   SweepProgress progress_;
   bool quiet_;
+  double db_retry_;
   double last_val_ = NAN;
+  int64_t checkpointed_ = 0;
 };
 
 // Keeps a claimed run's heartbeat fresh on a timer, whatever the logging
@@ -295,6 +345,36 @@ void check_data_before_claiming(const Database& db, const TrainArgs& a) {
 
 enum class Ended { finished, interrupted, lost };
 
+bool is_no_space(const std::exception& e) {
+  const auto* system = dynamic_cast<const std::system_error*>(&e);
+  return system && (system->code() == std::errc::no_space_on_device ||
+                    system->code() == std::errc::file_too_large);
+}
+
+// A full disk or a store that stopped answering is the machine's fault, not the run's:
+// the run goes back to planned with the progress of its last good checkpoint, and the
+// command ends with the cause.
+[[noreturn]] void hand_back(Database& db, const RunRecord& run, int64_t checkpointed,
+                            const std::string& why, bool no_space) {
+  const int64_t steps = std::max(run.steps_done, checkpointed);
+  std::string state = "it is back to planned with its last good checkpoint";
+  try {
+    db.release_run(run.claim(), steps);
+  } catch (const std::exception& e) {
+    // Most likely the store is on the full disk too, or the server is still away: the
+    // run's owner, this process, is gone when the next train looks, so that train takes
+    // the run over at once (on this host; elsewhere after --stale-after).
+    state = fmt::format("it could not be handed back ({}) and is taken over by the next train",
+                        one_line(e.what()));
+  }
+  if (no_space)
+    throw std::runtime_error(
+        fmt::format("no space left on device: run #{}: {}; {}: free space there (or train with "
+                    "--checkpoints or --db on another file system) and train again",
+                    run.id, why, state));
+  throw std::runtime_error(fmt::format("run #{}: {}; {}", run.id, why, state));
+}
+
 // Trains one claimed run to an end state.
 Ended train_claimed(Database& db, RunRecord run, const TrainArgs& a, int threads, Tally& tally) {
   if (!a.data.empty()) run.plan.spec.data_dir = a.data;
@@ -304,7 +384,8 @@ Ended train_claimed(Database& db, RunRecord run, const TrainArgs& a, int threads
     db.release_run(run.claim(), run.steps_done);
     throw;
   }
-  DatabaseSink sink(db, run, sweep_progress(db, run.sweep), a.quiet);
+  DatabaseSink sink(db, run, with_retry(a.db_retry, [&] { return sweep_progress(db, run.sweep); }),
+                    a.quiet, a.db_retry);
   TrainOptions options;
   options.device = a.device;
   options.checkpoint_dir = checkpoint_dir(a, db.path(), run);
@@ -324,8 +405,12 @@ Ended train_claimed(Database& db, RunRecord run, const TrainArgs& a, int threads
     if (heartbeat.lost()) lost = true, lost_why = heartbeat.why();
   } catch (const std::exception& e) {
     // Stop here: an error that hit one run most likely hits the next ones too.
+    const std::string why = one_line(e.what());
+    if (is_no_space(e)) hand_back(db, run, sink.checkpointed(), why, true);
+    if (dynamic_cast<const ConnectionLost*>(&e))
+      hand_back(db, run, sink.checkpointed(), why, false);
     try {
-      db.finish_run(run.claim(), RunStatus::failed, std::nullopt, 0, run.steps_done, e.what());
+      db.finish_run(run.claim(), RunStatus::failed, std::nullopt, 0, run.steps_done, why);
     } catch (const LostClaim&) {
       lost = true;
     }
@@ -333,7 +418,7 @@ Ended train_claimed(Database& db, RunRecord run, const TrainArgs& a, int threads
       throw std::runtime_error(fmt::format(
           "run #{} failed: {}; it is marked failed (retry with `moescale train --sweep {} "
           "--retry-failed`)",
-          run.id, e.what(), run.sweep));
+          run.id, why, run.sweep));
   }
   for (const std::string& note : result.notes) fmt::print(stderr, "run #{}: {}\n", run.id, note);
   const int64_t trained_steps = std::max<int64_t>(0, result.steps - result.resumed_from);
@@ -344,21 +429,25 @@ Ended train_claimed(Database& db, RunRecord run, const TrainArgs& a, int threads
     if (lost) throw LostClaim(lost_why);
     switch (result.outcome) {
       case TrainOutcome::done:
-        db.finish_run(run.claim(), RunStatus::done, result.final_val_loss, result.wall_seconds,
-                      result.steps, "");
+        with_retry(a.db_retry, [&] {
+          db.finish_run(run.claim(), RunStatus::done, result.final_val_loss, result.wall_seconds,
+                        result.steps, "");
+        });
         ++tally.trained;
         if (!a.quiet)
           fmt::print(stderr, "run #{} done: val loss {:.4f} in {}\n", run.id, result.final_val_loss,
                      human_duration(result.wall_seconds));
         return Ended::finished;
       case TrainOutcome::diverged:
-        db.finish_run(run.claim(), RunStatus::diverged, std::nullopt, result.wall_seconds,
-                      result.steps, result.message);
+        with_retry(a.db_retry, [&] {
+          db.finish_run(run.claim(), RunStatus::diverged, std::nullopt, result.wall_seconds,
+                        result.steps, result.message);
+        });
         ++tally.trained;
         fmt::print(stderr, "run #{} diverged: {}\n", run.id, result.message);
         return Ended::finished;
       case TrainOutcome::interrupted:
-        db.release_run(run.claim(), result.steps);
+        with_retry(a.db_retry, [&] { db.release_run(run.claim(), result.steps); });
         fmt::print(stderr, "run #{} interrupted at step {}; checkpoint kept, back to planned\n",
                    run.id, result.steps);
         return Ended::interrupted;
@@ -455,7 +544,8 @@ int train_loop(const TrainArgs& a, Tally& tally) {
   int claimed = 0;
   while (a.max_runs == 0 || claimed < a.max_runs) {
     if (g_stop) return 130;
-    auto run = db.claim_run(a.sweep, me, only, a.stale_after, a.retry_failed);
+    auto run = with_retry(
+        a.db_retry, [&] { return db.claim_run(a.sweep, me, only, a.stale_after, a.retry_failed); });
     if (!run) break;
     ++claimed;
     if (train_claimed(db, *run, a, threads, tally) == Ended::interrupted) return 130;
@@ -502,23 +592,17 @@ int run_workers(const TrainArgs& a, Tally& tally) {
                                      "--device",         a.device,
                                      "--threads",        std::to_string(per_worker),
                                      "--stale-after",    fmt::format("{}", a.stale_after),
+                                     "--db-retry",       fmt::format("{}", a.db_retry),
                                      "--worker-summary", (summaries / std::to_string(w)).string()};
     if (!a.db.empty()) args.insert(args.end(), {"--db", a.db});
     if (!a.data.empty()) args.insert(args.end(), {"--data", a.data});
     if (!a.checkpoints.empty()) args.insert(args.end(), {"--checkpoints", a.checkpoints});
     if (a.retry_failed) args.push_back("--retry-failed");
     if (a.quiet) args.push_back("--quiet");
-    const pid_t pid = fork();
-    if (pid == 0) {
-      setpgid(0, 0);  // Ctrl-C reaches the parent only; it forwards one SIGTERM
-      std::vector<char*> argv;
-      for (auto& s : args) argv.push_back(s.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    if (pid < 0) throw std::runtime_error("cannot start a worker process (fork failed)");
-    children.push_back(pid);
+    // Its own process group: Ctrl-C reaches the parent only, which forwards one SIGTERM.
+    ProcessOptions own_group;
+    own_group.own_process_group = true;
+    children.push_back(start_process(args, own_group));
   }
   int status_out = 0;
   bool forwarded = false;
@@ -535,7 +619,7 @@ int run_workers(const TrainArgs& a, Tally& tally) {
       continue;
     }
     --left;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const int code = exit_status(status);
     if (code != 0 && status_out == 0) status_out = code == 130 ? 130 : 1;
   }
   for (int w = 0; w < a.workers; ++w) {
@@ -612,6 +696,10 @@ void add_train_command(CLI::App& app) {
                   "seconds without a heartbeat after which another host's running run is taken "
                   "over (a dead process on this host is taken over at once)")
       ->default_val(600);
+  cmd->add_option("--db-retry", args->db_retry,
+                  "seconds to keep trying when the connection to a PostgreSQL store is lost (a "
+                  "server restart), before the run is handed back and train ends")
+      ->default_val(120);
   cmd->add_option("--worker-summary", args->summary_file)->group("");  // internal, --workers
   add_db_option(cmd, args->db);
   cmd->add_flag("--retry-failed", args->retry_failed, "also train runs that failed before");

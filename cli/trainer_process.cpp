@@ -2,8 +2,6 @@
 #include "cli/trainer_process.h"
 
 #include <fmt/format.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +9,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-extern char** environ;
+#include "cli/process.h"
 
 namespace moescale::cli {
 namespace fs = std::filesystem;
@@ -45,38 +43,16 @@ void exec_trainer(char** argv) {
 }
 
 std::string run_trainer(const std::vector<std::string>& args) {
-  const std::string path = trainer_path();
-  std::vector<char*> argv{const_cast<char*>(path.c_str())};
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("cannot create a pipe to the trainer");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  posix_spawn_file_actions_addclose(&actions, fds[1]);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  std::string out;
-  if (rc == 0) {
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-      if (n > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  if (rc != 0)
-    throw std::runtime_error(fmt::format("cannot start {}: {}", path, std::strerror(rc)));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw std::runtime_error(fmt::format("{} {} failed (see its message above)", path,
+  std::vector<std::string> argv{trainer_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  // Its stderr is the user's: the trainer's own message says what went wrong.
+  ProcessOptions own_stderr;
+  own_stderr.capture_stderr = false;
+  const ProcessResult run = run_process(argv, own_stderr);
+  if (run.status != 0)
+    throw std::runtime_error(fmt::format("{} {} failed (see its message above)", argv.front(),
                                          args.empty() ? "" : args.front()));
-  return out;
+  return run.out;
 }
 
 }  // namespace moescale::cli

@@ -71,6 +71,14 @@ class LostClaim : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Thrown when a server store stops answering (no answer within $MOESCALE_DB_TIMEOUT
+// seconds, default 30) or the connection to it is lost. The connection is opened again
+// at the next transaction: a caller may try again (train does, for a while).
+class ConnectionLost : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 struct RunRecord {
   int64_t id = 0;
   int64_t sweep_id = 0;
@@ -246,5 +254,8 @@ std::string default_database_path(const std::string& flag);
 bool is_server_location(const std::string& location);
 // The location fit for messages and logs: a URL's password is left out.
 std::string location_for_messages(const std::string& location);
+// `text` (e.g. libpq's message, which repeats a malformed URL) with the location and its
+// password, as written or percent-decoded, masked.
+std::string redact_location(const std::string& text, const std::string& location);
 
 }  // namespace moescale

@@ -2,10 +2,12 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <system_error>
 
 #include "db/db.h"
 #include "db/statement.h"
@@ -15,8 +17,17 @@ namespace {
 
 constexpr int kApplicationId = 0x6d6f6573;  // "moes"
 
+// A full disk is thrown as std::errc::no_space_on_device: `train` hands its run back
+// for it instead of marking the run failed.
+bool out_of_space(sqlite3* db) {
+  return sqlite3_errcode(db) == SQLITE_FULL || sqlite3_system_errno(db) == ENOSPC;
+}
+
 [[noreturn]] void fail(sqlite3* db, const std::string& what) {
-  throw std::runtime_error(fmt::format("database error while {}: {}", what, sqlite3_errmsg(db)));
+  const std::string message = fmt::format("database error while {}: {}", what, sqlite3_errmsg(db));
+  if (out_of_space(db))
+    throw std::system_error(std::make_error_code(std::errc::no_space_on_device), message);
+  throw std::runtime_error(message);
 }
 
 class SqliteCursor final : public Cursor {
@@ -123,9 +134,8 @@ class SqliteConnection final : public Connection {
   void exec(const std::string& text, const std::string& what) override {
     char* message = nullptr;
     if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-      const std::string m = message ? message : "unknown";
       sqlite3_free(message);
-      throw std::runtime_error(fmt::format("database error while {}: {}", what, m));
+      fail(db_, what);
     }
   }
   // A deferred BEGIN reads one snapshot (WAL); IMMEDIATE takes the write lock at once,

@@ -2,11 +2,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <stdexcept>
+#include <vector>
 
 #include "db/db.h"
 #include "db/statement.h"
@@ -79,31 +82,140 @@ bool is_server_location(const std::string& location) {
   return location.starts_with("postgresql://") || location.starts_with("postgres://");
 }
 
+namespace {
+
+// Where the USER[:PASSWORD] of a postgresql:// URL ends: its last '@' before the query,
+// so that a password holding an unencoded '@' is still recognised as one.
+struct UserInfo {
+  size_t start = 0, colon = std::string::npos, at = std::string::npos;
+};
+
+std::optional<UserInfo> user_info(const std::string& url) {
+  const auto scheme = url.find("://");
+  if (scheme == std::string::npos) return std::nullopt;
+  UserInfo u;
+  u.start = scheme + 3;
+  const size_t query = url.find('?', u.start);
+  const size_t at = url.rfind('@', query == std::string::npos ? std::string::npos : query);
+  if (at == std::string::npos || at < u.start) return std::nullopt;
+  u.at = at;
+  const size_t colon = url.find(':', u.start);
+  if (colon < at) u.colon = colon;
+  return u;
+}
+
+// The password of a URL as written and as libpq decodes it: what a message must not show.
+std::vector<std::string> secrets(const std::string& url) {
+  std::vector<std::string> out;
+  if (const auto u = user_info(url); u && u->colon != std::string::npos)
+    out.push_back(url.substr(u->colon + 1, u->at - u->colon - 1));
+  for (size_t p = url.find("password="); p != std::string::npos; p = url.find("password=", p + 1))
+    out.push_back(url.substr(p + 9, url.find('&', p) - p - 9));
+  std::vector<std::string> decoded;
+  for (const std::string& s : out) {
+    std::string d;
+    for (size_t i = 0; i < s.size(); ++i) {
+      const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); };
+      if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) && hex(s[i + 2])) {
+        d += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+      } else {
+        d += s[i];
+      }
+    }
+    decoded.push_back(d);
+  }
+  out.insert(out.end(), decoded.begin(), decoded.end());
+  std::erase_if(out, [](const std::string& s) { return s.empty(); });
+  return out;
+}
+
+// libpq's keywords: text that starts with one of them and '=' is connection text, not a path.
+bool looks_like_connection_text(const std::string& location) {
+  static const char* const kKeywords[] = {"host",
+                                          "hostaddr",
+                                          "port",
+                                          "dbname",
+                                          "user",
+                                          "password",
+                                          "passfile",
+                                          "service",
+                                          "sslmode",
+                                          "connect_timeout",
+                                          "options",
+                                          "application_name",
+                                          "target_session_attrs"};
+  std::string first = location.substr(0, location.find_first_of(" \t"));
+  first.erase(0, first.find_first_not_of(" \t"));
+  const size_t eq = first.find('=');
+  if (eq == std::string::npos) return false;
+  std::string key = first.substr(0, eq);
+  while (!key.empty() && key.back() == ' ') key.pop_back();
+  for (const char* k : kKeywords)
+    if (key == k) return true;
+  return location.find(" password=") != std::string::npos || location.find("password=") == 0;
+}
+
+}  // namespace
+
 // postgresql://user:secret@host/db -> postgresql://user@host/db, and password=… dropped.
 std::string location_for_messages(const std::string& url) {
-  if (!is_server_location(url)) return url;
+  if (url.find("://") == std::string::npos) return url;
   std::string out = url;
-  const auto scheme = out.find("://");
-  if (scheme != std::string::npos) {
-    const auto start = scheme + 3;
-    const auto at = out.find('@', start);
-    const auto slash = out.find('/', start);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-      const auto colon = out.find(':', start);
-      if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
-    }
-  }
-  if (const auto p = out.find("password="); p != std::string::npos) {
+  if (const auto u = user_info(out); u && u->colon != std::string::npos)
+    out.erase(u->colon, u->at - u->colon);
+  for (auto p = out.find("password="); p != std::string::npos; p = out.find("password=")) {
     const auto end = out.find('&', p);
     out.erase(p, end == std::string::npos ? std::string::npos : end - p + 1);
   }
+  while (!out.empty() && (out.back() == '&' || out.back() == '?')) out.pop_back();
   return out;
+}
+
+std::string redact_location(const std::string& text, const std::string& location) {
+  std::string out = text;
+  const std::string shown = location_for_messages(location);
+  for (size_t p = out.find(location); !location.empty() && p != std::string::npos;
+       p = out.find(location, p + shown.size()))
+    out.replace(p, location.size(), shown);
+  // Four characters or more: a shorter password would mask ordinary words too.
+  for (const std::string& secret : secrets(location)) {
+    if (secret.size() < 4) continue;
+    for (size_t p = out.find(secret); p != std::string::npos; p = out.find(secret, p + 3))
+      out.replace(p, secret.size(), "***");
+  }
+  return out;
+}
+
+// Refuses, without repeating a password, what is neither a PostgreSQL URL nor a file path.
+static void check_location(const std::string& location) {
+  if (is_server_location(location)) {
+    const auto u = user_info(location);
+    if (u && location.substr(u->start, u->at - u->start).find('@') != std::string::npos)
+      throw std::invalid_argument(fmt::format(
+          "the store URL {} holds an unencoded '@' in its user name or password: write it as "
+          "%40 (or keep the password in PGPASSWORD or ~/.pgpass)",
+          location_for_messages(location)));
+    return;
+  }
+  if (looks_like_connection_text(location))
+    throw std::invalid_argument(
+        "--db holds libpq connection text (key=value ...), which moescale does not take: give a "
+        "URL, postgresql://USER@HOST[:PORT]/DATABASE (the password in PGPASSWORD or ~/.pgpass), "
+        "or the path of a SQLite file");
+  if (const auto scheme = location.find("://");
+      scheme != std::string::npos && location.find('/') == scheme + 1)
+    throw std::invalid_argument(fmt::format(
+        "--db {} names a scheme moescale does not know: give postgresql://USER@HOST/DATABASE or "
+        "the path of a SQLite file",
+        location_for_messages(location)));
 }
 
 static_assert(static_cast<int>(Database::Mode::read_only) ==
               static_cast<int>(sql::OpenMode::read_only));
 
 Database::Database(const std::string& location, Mode mode) : path_(location) {
+  check_location(location);
   const auto m = static_cast<sql::OpenMode>(mode);
   conn_ = is_server_location(location) ? sql::open_postgresql(location, m)
                                        : sql::open_sqlite(location, m);

@@ -22,12 +22,12 @@ namespace {
 constexpr double kMaxNumber = 1e30;
 constexpr int64_t kMaxInteger = int64_t{1} << 40;
 constexpr size_t kMaxListLength = 1000;
-constexpr double kMaxBudget = 1e30;   // FLOPs
+constexpr double kMaxBudget = limits::kMaxBudget;
 constexpr double kMaxSize = 1e15;     // parameters
 constexpr double kMaxTokens = 1e18;   // per run, fits int64 with room
 constexpr int64_t kMaxPoints = 1000;  // points_per_budget
 constexpr int64_t kMaxReplicates = 100;
-constexpr int64_t kMaxExperts = 1 << 16;
+constexpr int64_t kMaxExperts = limits::kMaxExperts;
 constexpr int64_t kMaxVocab = 1 << 24;
 constexpr int64_t kMaxSeqLen = 1 << 24;
 constexpr int64_t kMaxBatch = 1 << 24;

@@ -11,6 +11,14 @@
 
 namespace moescale {
 
+// The largest values a sweep config may hold (plan refuses more). Commands that take the
+// same quantities as flags check them against these, so that every count is
+// range-checked where it enters, against one set of limits.
+namespace limits {
+inline constexpr double kMaxBudget = 1e30;  // FLOPs
+inline constexpr int64_t kMaxExperts = int64_t{1} << 16;
+}  // namespace limits
+
 enum class Router { dense, topk, rmoe, hash };
 std::string to_string(Router r);
 Router parse_router(std::string_view name);  // throws on an unknown name

@@ -12,6 +12,7 @@
 #include <numbers>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #ifdef MOESCALE_HAVE_CUDA
@@ -20,6 +21,7 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include "trainer/checkpoint.h"
 #include "trainer/model.h"
 #include "trainer/trainer.h"
 
@@ -39,6 +41,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kValSeedSalt = 0x76616c5f73656564ull;  // "val_seed"
 constexpr const char* kCheckpointFile = "checkpoint.pt";
+constexpr const char* kPreviousCheckpointFile = "checkpoint.prev.pt";  // the one before it
 constexpr double kCheckpointSeconds = 30;  // interim checkpoints, unless an interval is set
 
 // glibc serves blocks above its mmap threshold with fresh mappings and returns them
@@ -246,6 +249,8 @@ class Trainer {
   double evaluate(int64_t batches);
   void save_checkpoint(int64_t step, double elapsed);
   int64_t load_checkpoint();  // returns the step to resume from
+  int64_t resume_from(const fs::path& path);
+  void reset_model();
   void report_eval(int64_t step, double loss);
   TrainResult finish(TrainOutcome outcome, int64_t step, std::string message);
 
@@ -285,8 +290,7 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
       train_file_(data_file(spec, "train.bin")),
       val_file_(data_file(spec, "val.bin")),
       train_data_(train_file_, spec.shape.seq_len, spec.train.batch_size, spec.train.seed),
-      val_data_(val_file_, spec.shape.seq_len, spec.train.batch_size,
-                validation_seed(spec.train)),
+      val_data_(val_file_, spec.shape.seq_len, spec.train.batch_size, validation_seed(spec.train)),
       batch_(make_batch(spec.train.batch_size, spec.shape.seq_len)),
       feeder_(train_data_, spec.train.batch_size, spec.shape.seq_len, device_) {
   spec_.shape = spec.shape.resolved();
@@ -297,10 +301,7 @@ Trainer::Trainer(const RunSpec& spec, const TrainOptions& options, MetricSink& s
   torch::set_num_threads(options.threads > 0
                              ? options.threads
                              : static_cast<int>(std::thread::hardware_concurrency()));
-  model_ = MoeTransformer(spec_.shape, spec_.train.seed);
-  model_->to(device_);
-  optimizer_ = make_optimizer(model_, spec_.train);
-  params_ = model_->parameters();
+  reset_model();
   steps_ = spec_.steps();
   tokens_per_step_ = spec_.train.tokens_per_step(spec_.shape.seq_len);
 }
@@ -330,7 +331,11 @@ void Trainer::report_eval(int64_t step, double loss) {
 
 void Trainer::save_checkpoint(int64_t step, double elapsed) {
   if (options_.checkpoint_dir.empty()) return;
-  fs::create_directories(options_.checkpoint_dir);
+  const fs::path dir = options_.checkpoint_dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    throw std::system_error(ec, fmt::format("cannot create checkpoint folder {}", dir.string()));
   torch::serialize::OutputArchive archive, model_archive, optim_archive;
   model_->save(model_archive);
   optimizer_->save(optim_archive);
@@ -340,50 +345,80 @@ void Trainer::save_checkpoint(int64_t step, double elapsed) {
   archive.write("elapsed", c10::IValue(elapsed));
   archive.write("run_key", c10::IValue(spec_.key()));
   archive.write("identity", c10::IValue(options_.identity));
-  const fs::path path = fs::path(options_.checkpoint_dir) / kCheckpointFile;
-  // A name no other process or save can share: two writers never rename each
-  // other's half-written file.
-  static std::atomic<int64_t> saves{0};
-  const fs::path tmp = fmt::format("{}.tmp.{}.{}", path.string(), ::getpid(), saves++);
-  try {
-    archive.save_to(tmp.string());
-    fs::rename(tmp, path);
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    throw;
-  }
+  checkpoint::write(archive, dir / kCheckpointFile, dir / kPreviousCheckpointFile);
   sink_.checkpoint(step);
 }
 
+// A fresh model and optimiser, as at step 0: what is left after a checkpoint failed
+// half-way through loading must not be trained on.
+void Trainer::reset_model() {
+  model_ = MoeTransformer(spec_.shape, spec_.train.seed);
+  model_->to(device_);
+  optimizer_ = make_optimizer(model_, spec_.train);
+  params_ = model_->parameters();
+}
+
+// The newest intact checkpoint, then the one before it. One that fails its check or
+// cannot be loaded is set aside (renamed, never deleted) with a note, and the next is
+// tried: a damaged checkpoint costs the steps since the previous one, not the run.
 int64_t Trainer::load_checkpoint() {
   if (options_.checkpoint_dir.empty()) return 0;
-  const fs::path path = fs::path(options_.checkpoint_dir) / kCheckpointFile;
-  if (!fs::exists(path)) return 0;
-  torch::serialize::InputArchive archive, model_archive, optim_archive;
-  archive.load_from(path.string(), device_);
-  c10::IValue key, step, elapsed, identity;
-  if (!options_.identity.empty()) {
-    const bool has = archive.try_read("identity", identity) && identity.isString();
-    if (!has || identity.toStringRef() != options_.identity) {
-      notes_.push_back(fmt::format(
-          "ignored {}: it was written for another store, run, spec or data set ({}); trained "
-          "from step 0",
-          path.string(), has ? identity.toStringRef() : "no identity"));
-      return 0;
+  const fs::path dir = options_.checkpoint_dir;
+  checkpoint::remove_abandoned_temp_files(dir / kCheckpointFile);
+  std::vector<std::string> set_aside;
+  for (const char* name : {kCheckpointFile, kPreviousCheckpointFile}) {
+    const fs::path path = dir / name;
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(path, ec))) continue;
+    try {
+      const int64_t step = resume_from(path);
+      if (!set_aside.empty())
+        notes_.push_back(fmt::format("{}; resumed from step {} of {}", fmt::join(set_aside, "; "),
+                                     step, path.string()));
+      return step;
+    } catch (const checkpoint::Damaged& e) {
+      reset_model();
+      set_aside.push_back(fmt::format("set aside {} as {}: it {}", path.string(),
+                                      checkpoint::set_aside(path).filename().string(), e.what()));
     }
   }
-  archive.read("run_key", key);
-  if (key.toStringRef() != spec_.key())
-    throw std::runtime_error(
-        fmt::format("{} belongs to run {}, not {}: use another checkpoint folder or delete it",
-                    path.string(), key.toStringRef(), spec_.key()));
-  archive.read("model", model_archive);
-  archive.read("optimizer", optim_archive);
-  model_->load(model_archive);
-  optimizer_->load(optim_archive);
-  archive.read("step", step);
-  archive.read("elapsed", elapsed);
+  if (!set_aside.empty())
+    notes_.push_back(fmt::format("{}; trained from step 0", fmt::join(set_aside, "; ")));
+  return 0;
+}
+
+// Loads the checkpoint at `path` and returns its step (0 when it belongs to something
+// else: it is ignored, with a note). Throws checkpoint::Damaged if it cannot be used.
+int64_t Trainer::resume_from(const fs::path& path) {
+  torch::serialize::InputArchive archive, model_archive, optim_archive;
+  checkpoint::read(path, archive, device_);
+  c10::IValue key, step, elapsed, identity;
+  try {
+    if (!options_.identity.empty()) {
+      const bool has = archive.try_read("identity", identity) && identity.isString();
+      if (!has || identity.toStringRef() != options_.identity) {
+        notes_.push_back(fmt::format(
+            "ignored {}: it was written for another store, run, spec or data set ({}); trained "
+            "from step 0",
+            path.string(), has ? identity.toStringRef() : "no identity"));
+        return 0;
+      }
+    }
+    archive.read("run_key", key);
+    if (key.toStringRef() != spec_.key())
+      throw std::runtime_error(
+          fmt::format("{} belongs to run {}, not {}: use another checkpoint folder or delete it",
+                      path.string(), key.toStringRef(), spec_.key()));
+    archive.read("model", model_archive);
+    archive.read("optimizer", optim_archive);
+    model_->load(model_archive);
+    optimizer_->load(optim_archive);
+    archive.read("step", step);
+    archive.read("elapsed", elapsed);
+  } catch (const c10::Error& e) {
+    throw checkpoint::Damaged(fmt::format("passed its checksum but does not fit this model: {}",
+                                          checkpoint::first_line(e.what_without_backtrace())));
+  }
   prior_elapsed_ = elapsed.toDouble();
   train_data_.set_position(step.toInt());
   resumed_from_ = step.toInt();
@@ -449,8 +484,9 @@ TrainResult Trainer::run() {
           torch::stack({ce.detach(), loss.detach()}).to(torch::kCPU, torch::kDouble);
       const double loss_value = values[0].item<double>(), total_value = values[1].item<double>();
       if (!std::isfinite(loss_value) || !std::isfinite(total_value))
-        return finish(TrainOutcome::diverged, step,
-                      fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
+        return finish(
+            TrainOutcome::diverged, step,
+            fmt::format("loss became {} at step {} (lr {:.3g})", loss_value, step + 1, lr));
       last_train_loss_ = loss_value;
     }
     loss.backward();
@@ -526,8 +562,14 @@ double measure_sgemm_flops(const std::string& device_name, int threads, double s
 
 TrainResult train_run(const RunSpec& spec, const TrainOptions& options, MetricSink& sink) {
   keep_large_blocks_in_heap();
-  Trainer trainer(spec, options, sink);
-  return trainer.run();
+  try {
+    Trainer trainer(spec, options, sink);
+    return trainer.run();
+  } catch (const c10::Error& e) {
+    // LibTorch's messages carry a C++ stack trace: the store keeps one line.
+    throw std::runtime_error(
+        fmt::format("LibTorch: {}", checkpoint::first_line(e.what_without_backtrace())));
+  }
 }
 
 }  // namespace moescale

@@ -2,8 +2,12 @@
 // `moescale db copy` moves a real store (planned, simulated, fitted with a
 // bootstrap, imported) SQLite -> PostgreSQL -> SQLite with every table unchanged.
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <chrono>
 #include <filesystem>
+#include <set>
+#include <thread>
 
 #include "db/db.h"
 #include "tests/db/postgres_server.h"
@@ -82,6 +86,79 @@ TEST_F(PostgreSQLCliTest, DbCopyMovesAStoreToPostgresAndBackUnchanged) {
   expect_same_rows(url, path("b.db"));
   const Result refused = run("db copy --from '" + url + "' --to b.db");
   EXPECT_EQ(refused.status, 1) << refused.out;
+}
+
+// A frozen server (SIGSTOP) is noticed by the client: a read-only command ends with a
+// clear error within 30 s instead of waiting forever.
+TEST_F(PostgreSQLCliTest, AFrozenServerEndsAReadOnlyCommandWithinThirtySeconds) {
+  const std::string url = PostgresServer::get()->create_database("cli_frozen");
+  ASSERT_EQ(run("plan --config " + std::string(MOESCALE_SOURCE_DIR) +
+                "/configs/tiny-cpu.toml --db '" + url + "'")
+                .status,
+            0);
+  PostgresServer::get()->signal_all(SIGSTOP);
+  struct Thaw {
+    ~Thaw() { PostgresServer::get()->signal_all(SIGCONT); }
+  } thaw;
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = run("runs --db '" + url + "'");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(seconds, 30.0);
+  EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("PostgreSQL"), std::string::npos) << r.err;
+}
+
+// `submit --dry-run` prints its script with the password masked; the file, readable by
+// its owner only, keeps what the tasks need.
+TEST_F(PostgreSQLCliTest, SubmitDryRunKeepsThePasswordOffTheTerminal) {
+  std::string url = PostgresServer::get()->create_database("cli_secret");
+  url.replace(url.find("moescale@"), 9, "moescale:Secr3tPW@");  // trust: not checked, but sent
+  ASSERT_EQ(run("plan --config " + std::string(MOESCALE_SOURCE_DIR) +
+                "/configs/tiny-cpu.toml --db '" + url + "'")
+                .status,
+            0);
+  const Result r = run("submit --sweep tiny-cpu --array 2 --dry-run --db '" + url + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("Secr3tPW"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find("Secr3tPW"), std::string::npos) << r.err;
+  const auto at = r.err.find("script written to ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const std::string script = r.err.substr(at + 18, r.err.find(',', at) - at - 18);
+  EXPECT_NE(read(script).find("Secr3tPW"), std::string::npos) << "the job needs it";
+  EXPECT_EQ(fs::status(script).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+// Backends killed by pg_terminate_backend and a server restart in the middle of a sweep
+// cost no run: train tries the store again (--db-retry) and every run ends done, once.
+TEST_F(PostgreSQLCliTest, TrainSurvivesKilledConnectionsAndAServerRestart) {
+  prepare_markov();
+  write("s.toml", testing::tiny_sweep("[1.5e6]", "log_interval = 5\n"));
+  const std::string url = PostgresServer::get()->create_database("cli_restart");
+  ASSERT_EQ(run("plan --config s.toml --db '" + url + "'").status, 0);
+  Result trained;
+  std::thread train([&] { trained = run("train --sweep w --threads 1 -q --db '" + url + "'"); });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  for (int i = 0; i < 3; ++i) {
+    PostgresServer::get()->exec("postgres",
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "datname = 'cli_restart' AND pid <> pg_backend_pid()");
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  }
+  PostgresServer::get()->restart();
+  train.join();
+  EXPECT_EQ(trained.status, 0) << trained.err;
+  EXPECT_NE(trained.err.find("trying again"), std::string::npos)
+      << "the faults must have hit the train: " << trained.err;
+  const Database db(url, Database::Mode::read_only);
+  for (const RunRecord& r : db.runs("w", std::nullopt)) {
+    EXPECT_EQ(to_string(r.status), "done") << r.id << ": " << r.error;
+    std::set<std::pair<int64_t, std::string>> seen;
+    for (const MetricRecord& m : db.metrics(r.id))
+      EXPECT_TRUE(seen.insert({m.step, m.split}).second) << "metric row twice: " << m.step;
+  }
 }
 
 }  // namespace

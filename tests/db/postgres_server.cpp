@@ -39,6 +39,7 @@ PostgresServer::~PostgresServer() = default;
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <vector>
 
@@ -214,6 +215,34 @@ void PostgresServer::stop() {
 
 PostgresServer::~PostgresServer() {
   stop();
+}
+
+void PostgresServer::signal_all(int sig) {
+  std::ifstream pid_file(dir_ + "/data/postmaster.pid");
+  pid_t postmaster = 0;
+  if (!(pid_file >> postmaster) || postmaster <= 0)
+    throw std::runtime_error("no postmaster.pid in " + dir_ + "/data");
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const pid_t pid = std::atoi(e.path().filename().c_str());
+    if (pid <= 0) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string all((std::istreambuf_iterator<char>(stat)), {});
+    const auto close_paren = all.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    std::istringstream rest(all.substr(close_paren + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == postmaster) kill(pid, sig);
+  }
+  kill(postmaster, sig);
+}
+
+void PostgresServer::restart() {
+  const std::string log = dir_ + "/setup.log";
+  if (run({bin_ + "/pg_ctl", "-D", dir_ + "/data", "-m", "fast", "-w", "-t", "60", "restart"},
+          as_root_, log) != 0)
+    throw std::runtime_error("the PostgreSQL server did not restart: " + tail_of(log));
 }
 
 std::string PostgresServer::url(const std::string& database) const {

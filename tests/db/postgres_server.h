@@ -21,6 +21,10 @@ class PostgresServer {
   // Runs SQL in one of its databases, as the superuser; throws on error.
   void exec(const std::string& database, const std::string& sql);
   std::string url(const std::string& database) const;
+  // Sends `sig` to the server and all its processes (SIGSTOP freezes it, SIGCONT thaws).
+  void signal_all(int sig);
+  // Stops the server (fast: clients are disconnected) and starts it again, same port.
+  void restart();
 
   ~PostgresServer();
 
