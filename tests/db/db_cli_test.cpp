@@ -1,6 +1,9 @@
 // The command line on a PostgreSQL store: --db and MOESCALE_DB choose it, and
 // `moescale db copy` moves a real store (planned, simulated, fitted with a
 // bootstrap, imported) SQLite -> PostgreSQL -> SQLite with every table unchanged.
+#include <fstream>
+#include <iterator>
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -28,6 +31,18 @@ class PostgreSQLCliTest : public testing::CliTest {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 };
 
+// The embedded example at one fixed rate: its own rule reads a tuning sweep's fits from the
+// store, and these tests are about the store.
+std::string fixed_rate_example() {
+  std::ifstream in(MOESCALE_SOURCE_DIR "/configs/tiny-cpu.toml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string rule = "lr_rule = \"fit\"\nlr_fit = \"tiny-cpu-tune\"";
+  text.replace(text.find(rule), rule.size(), "lr = 3e-3");
+  const std::string path = (std::filesystem::temp_directory_path() / "moescale_tiny_cpu_fixed.toml").string();
+  std::ofstream(path) << text;
+  return path;
+}
+
 void expect_same_rows(const std::string& a, const std::string& b) {
   const Database da(a, Database::Mode::read_only), db(b, Database::Mode::read_only);
   EXPECT_EQ(da.store_identity(), db.store_identity());
@@ -38,7 +53,7 @@ void expect_same_rows(const std::string& a, const std::string& b) {
 TEST_F(PostgreSQLCliTest, DbCopyMovesAStoreToPostgresAndBackUnchanged) {
   const std::string source = MOESCALE_SOURCE_DIR;
   const std::string a = path("a.db");
-  ASSERT_EQ(run("plan --config " + source + "/configs/tiny-cpu.toml --db a.db").status, 0);
+  ASSERT_EQ(run("plan --config " + fixed_rate_example() + " --db a.db").status, 0);
   ASSERT_EQ(run("simulate --sweep tiny-cpu --law chinchilla --param E=1.69 A=406.4 B=410.7 "
                 "alpha=0.34 beta=0.28 --db a.db")
                 .status,
@@ -92,8 +107,7 @@ TEST_F(PostgreSQLCliTest, DbCopyMovesAStoreToPostgresAndBackUnchanged) {
 // clear error within 30 s instead of waiting forever.
 TEST_F(PostgreSQLCliTest, AFrozenServerEndsAReadOnlyCommandWithinThirtySeconds) {
   const std::string url = PostgresServer::get()->create_database("cli_frozen");
-  ASSERT_EQ(run("plan --config " + std::string(MOESCALE_SOURCE_DIR) +
-                "/configs/tiny-cpu.toml --db '" + url + "'")
+  ASSERT_EQ(run("plan --config " + fixed_rate_example() + " --db '" + url + "'")
                 .status,
             0);
   PostgresServer::get()->signal_all(SIGSTOP);
@@ -115,8 +129,7 @@ TEST_F(PostgreSQLCliTest, AFrozenServerEndsAReadOnlyCommandWithinThirtySeconds) 
 TEST_F(PostgreSQLCliTest, SubmitDryRunKeepsThePasswordOffTheTerminal) {
   std::string url = PostgresServer::get()->create_database("cli_secret");
   url.replace(url.find("moescale@"), 9, "moescale:Secr3tPW@");  // trust: not checked, but sent
-  ASSERT_EQ(run("plan --config " + std::string(MOESCALE_SOURCE_DIR) +
-                "/configs/tiny-cpu.toml --db '" + url + "'")
+  ASSERT_EQ(run("plan --config " + fixed_rate_example() + " --db '" + url + "'")
                 .status,
             0);
   const Result r = run("submit --sweep tiny-cpu --array 2 --dry-run --db '" + url + "'");
