@@ -90,4 +90,17 @@ std::string Table::render() const {
   return out;
 }
 
+std::string Table::render_markdown() const {
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string out = "|";
+    for (size_t c = 0; c < header_.size(); ++c) out += " " + (c < row.size() ? row[c] : "") + " |";
+    return out + "\n";
+  };
+  std::string out = line(header_) + "|";
+  for (size_t c = 0; c < header_.size(); ++c) out += "---|";
+  out += "\n";
+  for (const auto& row : rows_) out += line(row);
+  return out;
+}
+
 }  // namespace moescale::cli
