@@ -62,9 +62,9 @@ std::string human_duration(double seconds) {
 
 namespace {
 bool numeric(const std::string& cell) {
-  return !cell.empty() &&
-         (std::isdigit(static_cast<unsigned char>(cell[0])) ||
-          (cell.size() > 1 && cell[0] == '-' && std::isdigit(static_cast<unsigned char>(cell[1]))));
+  return !cell.empty() && (std::isdigit(static_cast<unsigned char>(cell[0])) ||
+                           (cell.size() > 1 && (cell[0] == '-' || cell[0] == '+') &&
+                            std::isdigit(static_cast<unsigned char>(cell[1]))));
 }
 }  // namespace
 

@@ -445,6 +445,7 @@ std::string fits_table(const SweepData& d) {
 // options (the sweep's serving shape and top-k, the group's E) and the same table.
 std::string recommendation_table(const Database& db, const SweepData& d, double budget) {
   std::string out;
+  std::pair<double, std::string> best{INFINITY, ""};  // the lowest law-predicted loss
   for (const Group& g : d.groups)
     for (const auto* record : {&g.fit_record, &g.approach2_record}) {
       if (!*record) continue;
@@ -465,8 +466,14 @@ std::string recommendation_table(const Database& db, const SweepData& d, double 
           g.label, approach2 ? "approach 2" : f.law, f.id, budget, g.experts,
           refits ? " --bootstrap 0" : "", loss_optimal_table(r).render_markdown());
       out += r.note.empty() ? "\n" : fmt::format("\n{}\n\n", r.note);
+      if (!approach2 && r.loss_optimal[r.best].loss < best.first)
+        best = {r.loss_optimal[r.best].loss, g.label};
     }
-  return out.empty() ? "No fits yet: run `moescale fit --per-group`.\n" : out;
+  if (out.empty()) return "No fits yet: run `moescale fit --per-group`.\n";
+  if (d.groups.size() > 1 && std::isfinite(best.first))
+    out += fmt::format("**Best**: {}, predicted loss {:.4f} at C = {:.2e} FLOPs.\n", best.second,
+                       best.first, budget);
+  return out;
 }
 
 std::string router_table(const SweepData& d, double budget) {
