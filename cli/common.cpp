@@ -68,9 +68,9 @@ std::string human_duration(double seconds) {
 
 namespace {
 bool numeric(const std::string& cell) {
-  return !cell.empty() &&
-         (std::isdigit(static_cast<unsigned char>(cell[0])) ||
-          (cell.size() > 1 && cell[0] == '-' && std::isdigit(static_cast<unsigned char>(cell[1]))));
+  return !cell.empty() && (std::isdigit(static_cast<unsigned char>(cell[0])) ||
+                           (cell.size() > 1 && (cell[0] == '-' || cell[0] == '+') &&
+                            std::isdigit(static_cast<unsigned char>(cell[1]))));
 }
 }  // namespace
 
@@ -93,6 +93,19 @@ std::string Table::render() const {
   };
   std::string out = line(header_, true);
   for (const auto& row : rows_) out += line(row, false);
+  return out;
+}
+
+std::string Table::render_markdown() const {
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string out = "|";
+    for (size_t c = 0; c < header_.size(); ++c) out += " " + (c < row.size() ? row[c] : "") + " |";
+    return out + "\n";
+  };
+  std::string out = line(header_) + "|";
+  for (size_t c = 0; c < header_.size(); ++c) out += "---|";
+  out += "\n";
+  for (const auto& row : rows_) out += line(row);
   return out;
 }
 

@@ -36,7 +36,8 @@ class Table {
   explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
   void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
   bool empty() const { return rows_.empty(); }
-  std::string render() const;  // right-aligns cells that look numeric
+  std::string render() const;           // right-aligns cells that look numeric
+  std::string render_markdown() const;  // the same cells as a Markdown table
 
  private:
   std::vector<std::string> header_;

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,7 +23,7 @@ struct FitArgs {
   std::string db, sweep, law = "chinchilla", holdout = "none", router;
   std::vector<std::string> grids, bounds;
   std::vector<int64_t> experts;
-  int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1;
+  int bootstrap = 0, threads = 2, exclude_top_loss = 0, holdout_budgets = 1, approach = 3;
   double delta = 1e-3, noise = 0.015;
   bool per_group = false, json = false, quiet = false, strict = false;
   bool bootstrap_given = false;
@@ -70,6 +71,7 @@ fitting::FitOptions fit_options(const FitArgs& a) {
   o.bootstrap = a.bootstrap;
   o.holdout_budgets = a.holdout_budgets;
   if (a.holdout == "largest-compute") o.holdout = fitting::Holdout::largest_compute;
+  if (a.holdout == "rollout") o.holdout = fitting::Holdout::rollout;
   if (!a.quiet) o.progress = progress_printer();
   return o;
 }
@@ -100,6 +102,9 @@ void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r
   if (r.holdout)
     fmt::print("  held out {} runs with C ≥ {:.3g}: RMSLE {:.4g}, mean log error {:+.4g}\n",
                r.holdout->n_test, r.holdout->min_compute, r.holdout->rmsle, r.holdout->mean_error);
+  if (!r.rollout.empty())
+    fmt::print("  rollout: fit on the smallest budgets, predict the next\n{}",
+               rollout_table(r).render());
 }
 
 // Returns how many diagnostics fired.
@@ -123,6 +128,62 @@ std::vector<fitting::Diagnostic> recipe_warnings(const Database& db, const std::
   return fitting::recipe_diagnostics(fitting::recipe_check(points, noise.sd_log_loss));
 }
 
+std::string interval_text(const std::optional<fitting::Interval>& iv, double confidence) {
+  return iv ? fmt::format("[{:.4g}, {:.4g}] ({:.0f}%)", iv->lo, iv->hi, 100 * confidence) : "";
+}
+
+void print_approach2(int64_t id, const std::string& group, const fitting::Approach2Fit& f) {
+  fmt::print("fit {}  approach 2 (a parabola in log N per budget)  group {}  points {}\n", id,
+             group, f.n_points);
+  Table t({"budget C", "runs", "N*", "interval", "D*", "loss at N*", "sizes", "note"});
+  for (const fitting::BudgetMinimum& m : f.minima) {
+    const bool has = std::isfinite(m.n_opt);
+    t.add({sci(m.compute), std::to_string(m.runs), has ? human_count(m.n_opt) : "-",
+           m.n_ci ? fmt::format("[{}, {}]", human_count(m.n_ci->lo), human_count(m.n_ci->hi)) : "-",
+           has ? human_count(m.tokens_opt) : "-", has ? fmt::format("{:.4f}", m.loss) : "-",
+           fmt::format("{}-{}", human_count(m.n_min), human_count(m.n_max)),
+           m.opens_downward  ? "opens downward: left out"
+           : m.outside_range ? "minimum outside the sizes: left out"
+           : m.used          ? ""
+                             : "too few sizes"});
+  }
+  fmt::print("{}", t.render());
+  fmt::print("  a {:>8.4f}  {}  N* = {:.4g} C^a, through {} budgets\n", f.a,
+             interval_text(f.a_ci, f.confidence), std::exp(f.log_k), f.budgets_used);
+  fmt::print("  b {:>8.4f}  {}  D* = C / (6 N*)\n", f.b, interval_text(f.b_ci, f.confidence));
+}
+
+void run_approach2(const FitArgs& a) {
+  Database db(default_database_path(a.db), Database::Mode::must_exist);
+  const Groups groups = load_groups(db, a);
+  fitting::Approach2Options o;
+  if (a.bootstrap > 0) o.bootstrap = a.bootstrap;
+  nlohmann::json out = nlohmann::json::array();
+  size_t warnings = 0;
+  for (const auto& [group, observations] : groups) {
+    const fitting::Approach2Fit f = fitting::fit_approach2(observations, o);
+    const std::string json = fitting::to_json(f);
+    const int64_t id = db.save_fit(a.sweep, "approach2", group, json);
+    if (a.json) {
+      nlohmann::json j = nlohmann::json::parse(json);
+      j["fit_id"] = id;
+      j["group"] = group;
+      out.push_back(j);
+    } else {
+      print_approach2(id, group, f);
+    }
+    for (const auto& d : f.diagnostics)
+      fmt::print(stderr, "warning: {}{} [{}]\n",
+                 groups.size() > 1 ? fmt::format("group {}: ", group) : "", d.message, d.code);
+    warnings += f.diagnostics.size();
+  }
+  if (a.json) fmt::print("{}\n", (out.size() == 1 ? out[0] : out).dump(2));
+  if (a.strict && warnings > 0)
+    throw std::runtime_error(
+        fmt::format("--strict: {} diagnostic{} fired (see the warnings above); the fits are stored",
+                    warnings, warnings == 1 ? "" : "s"));
+}
+
 void run_fit(const FitArgs& a) {
   if (a.law == "lr")
     return run_lr_fit({.db = a.db,
@@ -131,6 +192,7 @@ void run_fit(const FitArgs& a) {
                        .noise = a.noise,
                        .json = a.json,
                        .strict = a.strict});
+  if (a.approach == 2) return run_approach2(a);
   const fitting::Law law = choose_law(a);
   const fitting::FitOptions options = fit_options(a);
   Database db(default_database_path(a.db), Database::Mode::must_exist);
@@ -167,6 +229,12 @@ void add_fit_command(CLI::App& app) {
       "starting grid.");
   cmd->add_option("--sweep", a->sweep, "sweep whose finished runs or imported rows to fit")
       ->required();
+  cmd->add_option("--approach", a->approach,
+                  "3: fit the law to every run (Hoffmann et al.'s approach 3); 2: a parabola in "
+                  "log N per IsoFLOP budget and N* = k C^a through the minima (approach 2; "
+                  "--bootstrap sets its resamples, 200 by default)")
+      ->check(CLI::IsMember({2, 3}))
+      ->default_val(3);
   cmd->add_option("--law", a->law,
                   "a catalogue law (see `moescale laws`) or an expression, "
                   "e.g. \"E0 + exp(a)/N^alpha + exp(b)/D^beta\"; \"lr\": the learning-rate "
@@ -194,9 +262,9 @@ void add_fit_command(CLI::App& app) {
       ->default_val(0.015)
       ->check(CLI::PositiveNumber);
   cmd->add_option("--holdout", a->holdout,
-                  "largest-compute: fit without the largest budget "
-                  "and report the error on it")
-      ->check(CLI::IsMember({"none", "largest-compute"}))
+                  "largest-compute: fit without the largest budget and report the error on it; "
+                  "rollout: fit on the k smallest budgets and predict the next, for every k")
+      ->check(CLI::IsMember({"none", "largest-compute", "rollout"}))
       ->default_val("none");
   cmd->add_option("--holdout-budgets", a->holdout_budgets, "how many largest budgets to hold out")
       ->default_val(1);

@@ -2,11 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <string>
 
 #include "cli/common.h"
+#include "planner/planner.h"
 
 namespace moescale::cli {
 
@@ -37,14 +40,90 @@ std::function<void(std::string_view, size_t, size_t)> progress_printer() {
   };
 }
 
+std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& record) {
+  const SweepRecord sweep = db.sweep(record.sweep);
+  if (sweep.kind != "planned" || sweep.config.empty()) return std::nullopt;
+  SweepConfig config;
+  try {
+    config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
+  } catch (const std::exception& e) {
+    // The shape only refines serving costs: a config this version cannot read is no reason
+    // to refuse the recommendation.
+    fmt::print(stderr, "warning: serving shape defaults to top-k MoE in every layer: {}\n",
+               e.what());
+    return std::nullopt;
+  }
+  SweepShape s;
+  s.moe_every = config.base.moe_every;
+  s.top_k = config.base.top_k;
+  for (Router r : config.routers)
+    if (r != Router::dense) {
+      s.router = r;
+      break;
+    }
+  const auto at = record.group.find("router=");
+  if (at != std::string::npos) {
+    const auto end = record.group.find(',', at);
+    const std::string name = record.group.substr(at + 7, end - at - 7);
+    if (name != "dense" && name != "imported") s.router = parse_router(name);
+  }
+  return s;
+}
+
+namespace {
+
+std::string with_interval(const std::string& value, const std::optional<fitting::Interval>& ci,
+                          std::string (*format)(double)) {
+  if (!ci) return value;
+  return fmt::format("{} [{}, {}]", value, format(ci->lo), format(ci->hi));
+}
+
+std::string loss_text(double x) {
+  return std::isfinite(x) ? fmt::format("{:.4f}", x) : "-";
+}
+
+// "20.3" as long as that is short, "1.2e+16" beyond.
+std::string tokens_per_param_text(double ratio) {
+  return ratio < 1e5 ? fmt::format("{:.1f}", ratio) : fmt::format("{:.3g}", ratio);
+}
+
+std::string size_text(const fitting::Choice& c) {
+  if (c.edge == fitting::Edge::lower) return fmt::format("edge: <= {}", human_count(c.n_active));
+  if (c.edge == fitting::Edge::upper) return fmt::format("edge: >= {}", human_count(c.n_active));
+  return with_interval(human_count(c.n_active), c.n_active_ci, human_count);
+}
+
+}  // namespace
+
+Table loss_optimal_table(const fitting::Recommendation& r) {
+  const bool ci = std::any_of(r.loss_optimal.begin(), r.loss_optimal.end(),
+                              [](const fitting::Choice& c) { return c.p_best.has_value(); });
+  std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"};
+  if (ci) header.push_back("p_best");
+  Table t(header);
+  for (size_t i = 0; i < r.loss_optimal.size(); ++i) {
+    const fitting::Choice& c = r.loss_optimal[i];
+    std::vector<std::string> row{i == r.best ? "*" : "",
+                                 std::to_string(c.experts),
+                                 size_text(c),
+                                 human_count(c.n_total),
+                                 with_interval(human_count(c.tokens), c.tokens_ci, human_count),
+                                 tokens_per_param_text(c.tokens / c.n_active),
+                                 with_interval(loss_text(c.loss), c.loss_ci, loss_text)};
+    if (ci) row.push_back(c.p_best ? fmt::format("{:.2f}", *c.p_best) : "-");
+    t.add(row);
+  }
+  return t;
+}
+
 fitting::Law law_named(const std::string& text) {
   const bool expression = text.find_first_of("+-*/^() ") != std::string::npos;
   return expression ? fitting::custom_law(text) : fitting::builtin_law(text);
 }
 
 fitting::Observation observation_of(const ObservationRecord& o) {
-  return {o.n_active,    o.n_total, o.tokens, o.experts, o.top_k,
-          o.granularity, o.loss,    o.label,  o.steps};
+  return {o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity,
+          o.loss,     o.label,   o.steps,  o.budget,  o.router};
 }
 
 fitting::Observation observation_of(const RunRecord& r) {
@@ -57,7 +136,9 @@ fitting::Observation observation_of(const RunRecord& r) {
           1.0,
           r.final_loss.value_or(0),
           r.key,
-          r.steps_done};
+          r.steps_done,
+          r.plan.budget,
+          to_string(s.router)};
 }
 
 std::vector<fitting::Observation> fit_observations(const Database& db, const FitRecord& record) {
@@ -96,6 +177,19 @@ fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& recor
     fo.progress = progress_printer();  // done/total and the time left
   }
   return fitting::with_bootstrap(fit, observations, fo);
+}
+
+Table rollout_table(const fitting::FitResult& fit) {
+  Table t({"fitted on", "predicts C", "runs", "RMSLE", "mean log error", "best loss: law",
+           "runs' best", "N*: law", "best run's N"});
+  auto loss = [](double x) { return std::isfinite(x) ? fmt::format("{:.4f}", x) : "-"; };
+  auto count = [](double x) { return std::isfinite(x) ? human_count(x) : "-"; };
+  for (const fitting::RolloutStep& st : fit.rollout)
+    t.add({fmt::format("{} budgets", st.budgets_fitted), sci(st.compute),
+           fmt::format("{} / {}", st.n_train, st.n_test), fmt::format("{:.4f}", st.rmsle),
+           fmt::format("{:+.4f}", st.mean_error), loss(st.predicted_best_loss),
+           loss(st.observed_best_loss), count(st.predicted_n_opt), count(st.observed_n_opt)});
+  return t;
 }
 
 }  // namespace moescale::cli

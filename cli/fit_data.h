@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <functional>
 #include <string_view>
+#include <optional>
 #include <vector>
 
+#include "cli/common.h"
 #include "db/db.h"
 #include "fitting/fitting.h"
 
@@ -32,5 +34,18 @@ std::vector<fitting::Observation> fit_observations(const Database& db, const Fit
 // resamples from its optimum (progress on stderr unless quiet).
 fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& record, int bootstrap,
                                       double confidence, bool quiet);
+
+// The sweep's serving shape: its router (the fit group's, else the first MoE router of the
+// config), MoE spacing and top-k. Empty for imported sweeps: the defaults apply.
+struct SweepShape {
+  Router router = Router::topk;
+  int64_t moe_every = 1, top_k = 2;
+};
+std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& record);
+
+// The loss-optimal table `recommend` prints, which `report` copies cell for cell.
+Table loss_optimal_table(const fitting::Recommendation& r);
+// A fit's --holdout rollout steps, as `fit` prints them and `report` copies them.
+Table rollout_table(const fitting::FitResult& fit);
 
 }  // namespace moescale::cli

@@ -31,11 +31,21 @@ fitting::ColumnMapping parse_mapping(const std::vector<std::string>& maps) {
 
 void run_import(const ImportArgs& a) {
   // Validate every row before touching the database: all or nothing.
-  const auto observations = fitting::read_observations_csv(a.csv, parse_mapping(a.maps));
+  const fitting::ColumnMapping mapping = parse_mapping(a.maps);
+  const auto observations = fitting::read_observations_csv(a.csv, mapping);
+  const auto noise = fitting::replicate_noise(fitting::replicate_sets(observations));
+  if (!fitting::explained_by_seeds(noise))
+    fmt::print(
+        stderr,
+        "warning: {} points of {} appear more than once, and column \"{}\" (mapped to "
+        "loss) gives them losses that spread by {:.3g} (sd of log loss), far more than a "
+        "training seed explains (under {:g}): does it hold two measurements of each run? "
+        "Map one loss column, or the column that tells the runs apart [replicates_disagree]\n",
+        noise.sets, a.csv, mapping.at("loss"), noise.sd_log_loss, fitting::kMaxSeedNoise);
   std::vector<ObservationRecord> rows;
   for (const fitting::Observation& o : observations)
     rows.push_back({o.n_active, o.n_total > 0 ? o.n_total : o.n_active, o.tokens, o.experts,
-                    o.top_k, o.granularity, o.loss, "", o.where});
+                    o.top_k, o.granularity, o.loss, "", o.where, "imported", 0, o.budget});
   const std::string path = default_database_path(a.db);
   Database db(path, Database::Mode::create_if_missing);
   const auto saved = db.import_observations(a.sweep, a.csv, rows, a.append);
@@ -67,8 +77,9 @@ void add_import_command(CLI::App& app) {
       ->required();
   cmd->add_option("--map", args->maps,
                   "COLUMN=HEADER: which CSV column holds N (active params), NT (total), D "
-                  "(tokens) or C (compute, D = C/(6N)), E, K, G and loss; N, loss and D or C "
-                  "are required")
+                  "(tokens) or C (compute, D = C/(6N)), E, K, G, loss and budget (the IsoFLOP "
+                  "budget each run was meant for, which groups runs into budgets as you meant "
+                  "them); N, loss and D or C are required")
       ->required();
   add_db_option(cmd, args->db);
   cmd->add_flag("--append", args->append,

@@ -26,43 +26,6 @@ struct RecommendArgs {
   bool json = false, quiet = false;
 };
 
-// The sweep's serving shape: its router (the fit group's, else the first MoE router of the
-// config), MoE spacing and top-k. Empty for imported sweeps: the defaults apply.
-struct SweepShape {
-  Router router = Router::topk;
-  int64_t moe_every = 1, top_k = 2;
-};
-
-std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& record) {
-  const SweepRecord sweep = db.sweep(record.sweep);
-  if (sweep.kind != "planned" || sweep.config.empty()) return std::nullopt;
-  SweepConfig config;
-  try {
-    config = parse_sweep_config(sweep.config, "sweep '" + sweep.name + "'");
-  } catch (const std::exception& e) {
-    // The shape only refines serving costs: a config this version cannot read is no reason
-    // to refuse the recommendation.
-    fmt::print(stderr, "warning: serving shape defaults to top-k MoE in every layer: {}\n",
-               e.what());
-    return std::nullopt;
-  }
-  SweepShape s;
-  s.moe_every = config.base.moe_every;
-  s.top_k = config.base.top_k;
-  for (Router r : config.routers)
-    if (r != Router::dense) {
-      s.router = r;
-      break;
-    }
-  const auto at = record.group.find("router=");
-  if (at != std::string::npos) {
-    const auto end = record.group.find(',', at);
-    const std::string name = record.group.substr(at + 7, end - at - 7);
-    if (name != "dense" && name != "imported") s.router = parse_router(name);
-  }
-  return s;
-}
-
 // Expert counts and top-k within plan's limits, and k at most every MoE choice's E: past
 // them the accounting overflows (N_total fell as E grew, and 2^63 - 1 experts gave -nan).
 void check_counts(const std::vector<int64_t>& experts, int64_t top_k, bool top_k_given) {
@@ -118,52 +81,18 @@ fitting::RecommendOptions options_of(const RecommendArgs& a, const std::optional
   return o;
 }
 
-std::string with_interval(const std::string& value, const std::optional<fitting::Interval>& ci,
-                          std::string (*format)(double)) {
-  if (!ci) return value;
-  return fmt::format("{} [{}, {}]", value, format(ci->lo), format(ci->hi));
-}
-
-std::string loss_text(double x) {
-  return fmt::format("{:.4f}", x);
-}
-
-std::string size_text(const fitting::Choice& c) {
-  if (c.edge == fitting::Edge::lower) return fmt::format("edge: <= {}", human_count(c.n_active));
-  if (c.edge == fitting::Edge::upper) return fmt::format("edge: >= {}", human_count(c.n_active));
-  return with_interval(human_count(c.n_active), c.n_active_ci, human_count);
-}
-
-// "20.3" as long as that is short, "1.2e+16" beyond.
-std::string tokens_per_param_text(double ratio) {
-  return ratio < 1e5 ? fmt::format("{:.1f}", ratio) : fmt::format("{:.3g}", ratio);
-}
-
 void print_loss_optimal(const fitting::Recommendation& r, const fitting::RecommendOptions& o) {
   const bool ci = r.bootstrap > 0;
-  std::vector<std::string> header{"", "E", "N_active", "N_total", "tokens", "tokens/param", "loss"};
-  if (ci) header.push_back("p_best");
-  Table t(header);
   bool edge = false;
-  for (size_t i = 0; i < r.loss_optimal.size(); ++i) {
-    const fitting::Choice& c = r.loss_optimal[i];
-    edge = edge || c.edge != fitting::Edge::none;
-    std::vector<std::string> row{i == r.best ? "*" : "",
-                                 std::to_string(c.experts),
-                                 size_text(c),
-                                 human_count(c.n_total),
-                                 with_interval(human_count(c.tokens), c.tokens_ci, human_count),
-                                 tokens_per_param_text(c.tokens / c.n_active),
-                                 with_interval(loss_text(c.loss), c.loss_ci, loss_text)};
-    if (ci) row.push_back(c.p_best ? fmt::format("{:.2f}", *c.p_best) : "-");
-    t.add(row);
-  }
+  for (const fitting::Choice& c : r.loss_optimal) edge = edge || c.edge != fitting::Edge::none;
+  const Table t = loss_optimal_table(r);
   fmt::print("loss-optimal at C = {} FLOPs (law {}):\n{}", sci(r.budget), r.law, t.render());
   if (ci)
-    fmt::print(
-        "[low, high]: {:.0f}% intervals over {} bootstrap fits; p_best: share of them in "
-        "which that E has the lowest loss\n",
-        100 * r.confidence, r.bootstrap);
+    fmt::print("[low, high]: {:.0f}% intervals over {} bootstrap fits{}\n", 100 * r.confidence,
+               r.bootstrap,
+               r.loss_optimal[0].p_best
+                   ? "; p_best: share of them in which that E has the lowest loss"
+                   : "");
   if (edge)
     fmt::print(
         "edge: the loss keeps falling up to the end of the search range [{}, {}] of "
@@ -254,8 +183,12 @@ void run_recommend(const RecommendArgs& a) {
   const FitRecord record = db.fit(a.fit_id);
   const auto shape = sweep_shape(db, record);
   const fitting::RecommendOptions options = options_of(a, shape);
-  const fitting::FitResult fit = fit_with_bootstrap(db, record, a.bootstrap, a.confidence, a.quiet);
-  const fitting::Recommendation r = fitting::recommend(fit, options);
+  const fitting::Recommendation r =
+      fitting::is_approach2_json(record.result)
+          ? fitting::recommend_approach2(fitting::approach2_from_json(record.result), a.budget,
+                                         a.confidence)
+          : fitting::recommend(fit_with_bootstrap(db, record, a.bootstrap, a.confidence, a.quiet),
+                               options);
   if (a.json) {
     fmt::print("{}\n", fitting::to_json(r));
     return;

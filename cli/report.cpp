@@ -27,58 +27,87 @@ struct ReportArgs {
   bool quiet = false;
 };
 
-// One (router, expert count) group of a sweep, with its runs and latest fit.
+// One (router, expert count) group of a sweep, with its points and latest fits.
 struct Group {
   std::string name;   // "router=topk,E=4", as `fit --per-group` names it
   std::string label;  // "topk, E=4"
   std::string router;
   int64_t experts = 1;
-  std::vector<RunRecord> runs;  // done, with a final loss
-  std::optional<int64_t> fit_id;
-  std::optional<fitting::FitResult> fit;
+  std::vector<fitting::Observation> obs;  // finished runs and imported rows
+  std::vector<size_t> budget_of;          // per point: index into SweepData::budgets
+  std::vector<RunRecord> runs;            // trained runs, for curves and expert load
+  std::optional<FitRecord> fit_record, approach2_record;
+  std::optional<fitting::FitResult> fit;           // the latest chinchilla fit
+  std::optional<fitting::Approach2Fit> approach2;  // the latest approach 2 fit
 };
 
 struct SweepData {
   std::vector<RunRecord> all;
   std::vector<Group> groups;
-  std::vector<double> budgets;  // sorted
+  std::vector<double> budgets;  // fitting::group_budgets, ascending
   std::vector<FitRecord> fits;
+  bool imported = false;
 };
+
+// A group's fit: fit --per-group's, or the sweep-wide one where the sweep is one group.
+void attach_fits(Group& g, const std::vector<FitRecord>& fits, size_t n_groups) {
+  for (const FitRecord& f : fits) {
+    if (f.group != g.name && !(n_groups == 1 && f.group == "all")) continue;
+    if (f.law == "chinchilla") g.fit_record = f, g.fit = fitting::fit_result_from_json(f.result);
+    if (f.law == "approach2")
+      g.approach2_record = f, g.approach2 = fitting::approach2_from_json(f.result);
+  }
+}
 
 SweepData load(const Database& db, const std::string& sweep) {
   SweepData d;
   d.all = db.runs(sweep, std::nullopt);
   d.fits = db.fits(sweep);
+  d.imported = db.sweep(sweep).kind == "imported";
+  const std::vector<ObservationRecord> records = db.observations(sweep);
+  std::vector<fitting::Observation> all;
+  for (const ObservationRecord& o : records) all.push_back(observation_of(o));
+  const std::vector<fitting::Budget> budgets = fitting::group_budgets(all);
+  std::vector<size_t> budget_of(all.size());
+  for (size_t b = 0; b < budgets.size(); ++b) {
+    d.budgets.push_back(budgets[b].compute);
+    for (size_t r : budgets[b].rows) budget_of[r] = b;
+  }
   std::map<std::pair<int64_t, std::string>, Group> groups;
-  std::set<double> budgets;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const std::string router = records[i].router.empty() ? "imported" : records[i].router;
+    const auto experts = static_cast<int64_t>(records[i].experts);
+    Group& g = groups[{experts, router}];
+    g.router = router;
+    g.experts = experts;
+    g.name = fit_group_name(router, records[i].experts);
+    g.label = router == "imported" ? fmt::format("imported, E={}", experts)
+              : experts == 1       ? "dense"
+                                   : fmt::format("{}, E={}", router, experts);
+    g.obs.push_back(all[i]);
+    g.budget_of.push_back(budget_of[i]);
+  }
   for (const RunRecord& r : d.all) {
     // Recipe-check neighbours are off the sweep's recipe: the learning-rate section shows them.
     if (r.status != RunStatus::done || !r.final_loss || r.plan.spec.train.recipe_probe != 1)
       continue;
     const ModelShape& s = r.plan.spec.shape;
-    Group& g = groups[{s.experts, to_string(s.router)}];
-    g.router = to_string(s.router);
-    g.experts = s.experts;
-    g.name = fit_group_name(g.router, static_cast<double>(g.experts));
-    g.label = s.experts == 1 ? "dense" : fmt::format("{}, E={}", g.router, g.experts);
-    g.runs.push_back(r);
-    if (r.plan.budget > 0) budgets.insert(r.plan.budget);
+    if (auto it = groups.find({s.experts, to_string(s.router)}); it != groups.end())
+      it->second.runs.push_back(r);
   }
   for (auto& [key, g] : groups) {
-    for (const FitRecord& f : d.fits)  // the latest chinchilla fit of the group
-      if (f.group == g.name && f.law == "chinchilla") {
-        g.fit_id = f.id;
-        g.fit = fitting::fit_result_from_json(f.result);
-      }
+    attach_fits(g, d.fits, groups.size());
     d.groups.push_back(std::move(g));
   }
-  d.budgets.assign(budgets.begin(), budgets.end());
   return d;
 }
 
-size_t budget_index(const SweepData& d, double budget) {
-  return static_cast<size_t>(std::lower_bound(d.budgets.begin(), d.budgets.end(), budget) -
-                             d.budgets.begin());
+// The points of a group at one budget (index into SweepData::budgets).
+std::vector<size_t> points_at(const Group& g, size_t budget) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < g.obs.size(); ++i)
+    if (g.budget_of[i] == budget) out.push_back(i);
+  return out;
 }
 
 fitting::Observation point(const Group& g, double n, double tokens) {
@@ -113,19 +142,19 @@ Figure isoflop_figure(const SweepData& d) {
             false,
             {}};
     double lo = INFINITY, hi = 0;
-    for (double b : d.budgets) {
-      Series s(fmt::format("C = {:.1e} FLOPs", b), "points", static_cast<int>(budget_index(d, b)));
-      for (const RunRecord& r : g.runs)
-        if (r.plan.budget == b) {
-          s.x.push_back(static_cast<double>(r.plan.params.active));
-          s.y.push_back(*r.final_loss);
-          lo = std::min(lo, s.x.back()), hi = std::max(hi, s.x.back());
-        }
-      p.series.push_back(std::move(s));
+    for (size_t b = 0; b < d.budgets.size(); ++b) {
+      Series s(fmt::format("C = {:.1e} FLOPs", d.budgets[b]), "points", static_cast<int>(b));
+      for (size_t i : points_at(g, b)) {
+        s.x.push_back(g.obs[i].n_active);
+        s.y.push_back(g.obs[i].loss);
+        lo = std::min(lo, s.x.back()), hi = std::max(hi, s.x.back());
+      }
+      if (!s.x.empty()) p.series.push_back(std::move(s));
     }
     if (g.fit && hi > 0) {
-      for (double b : d.budgets) {
-        Series curve("", "lines", static_cast<int>(budget_index(d, b)));
+      for (size_t bi = 0; bi < d.budgets.size(); ++bi) {
+        const double b = d.budgets[bi];
+        Series curve("", "lines", static_cast<int>(bi));
         for (double n : log_space(lo / 2, hi * 2, 60)) {
           curve.x.push_back(n);
           curve.y.push_back(g.fit->predict(point(g, n, tokens_for_compute(b, n))));
@@ -144,6 +173,29 @@ Figure isoflop_figure(const SweepData& d) {
   return f;
 }
 
+// Approach 2's minima with their intervals and its line N* = k C^a (D* = C / (6 N*)).
+void add_approach2(const fitting::Approach2Fit& f, const std::string& label, int color, Panel& n,
+                   Panel& t) {
+  color += 3;  // apart from the group's approach 3 line and best runs
+  Series mn(label + ", approach 2 minima", "errorbars", color, 6);
+  Series mt("", "errorbars", color, 6);
+  Series ln(label + ", approach 2", "lines", color), lt("", "lines", color);
+  ln.width = lt.width = 1.0;
+  for (const fitting::BudgetMinimum& m : f.minima) {
+    if (!m.used) continue;
+    const fitting::Interval iv = m.n_ci.value_or(fitting::Interval{m.n_opt, m.n_opt, 0});
+    mn.x.push_back(m.compute), mn.y.push_back(m.n_opt);
+    mn.y_low.push_back(iv.lo), mn.y_high.push_back(iv.hi);
+    mt.x.push_back(m.compute), mt.y.push_back(m.tokens_opt);
+    mt.y_low.push_back(tokens_for_compute(m.compute, iv.hi));
+    mt.y_high.push_back(tokens_for_compute(m.compute, iv.lo));
+    ln.x.push_back(m.compute), ln.y.push_back(f.n_opt(m.compute));
+    lt.x.push_back(m.compute), lt.y.push_back(tokens_for_compute(m.compute, f.n_opt(m.compute)));
+  }
+  for (Series* s : {&mn, &ln}) n.series.push_back(std::move(*s));
+  for (Series* s : {&mt, &lt}) t.series.push_back(std::move(*s));
+}
+
 Figure frontier_figure(const SweepData& d, double report_budget) {
   Figure f{"frontier",
            "Compute-optimal frontier: fitted (lines) and best run per budget (points)",
@@ -154,7 +206,8 @@ Figure frontier_figure(const SweepData& d, double report_budget) {
   int color = 0;
   for (const Group& g : d.groups) {
     if (g.fit && !d.budgets.empty()) {
-      Series ln(g.label, "lines", color), lt(g.label, "lines", color);
+      const std::string law = g.label + (g.approach2 ? ", approach 3 (law)" : "");
+      Series ln(law, "lines", color), lt(law, "lines", color);
       for (double c :
            log_space(d.budgets.front() / 3, std::max(report_budget, d.budgets.back()), 30)) {
         const fitting::Choice o = optimum(g, c);
@@ -165,16 +218,18 @@ Figure frontier_figure(const SweepData& d, double report_budget) {
       t.series.push_back(std::move(lt));
     }
     Series pn("", "points", color), pt("", "points", color);
-    for (double b : d.budgets) {
-      const RunRecord* best = nullptr;
-      for (const RunRecord& r : g.runs)
-        if (r.plan.budget == b && (!best || *r.final_loss < *best->final_loss)) best = &r;
-      if (!best) continue;
-      pn.x.push_back(b), pn.y.push_back(static_cast<double>(best->plan.params.active));
-      pt.x.push_back(b), pt.y.push_back(static_cast<double>(best->plan.spec.tokens));
+    for (size_t b = 0; b < d.budgets.size(); ++b) {
+      const auto rows = points_at(g, b);
+      if (rows.empty()) continue;
+      const size_t best = *std::min_element(rows.begin(), rows.end(), [&](size_t x, size_t y) {
+        return g.obs[x].loss < g.obs[y].loss;
+      });
+      pn.x.push_back(d.budgets[b]), pn.y.push_back(g.obs[best].n_active);
+      pt.x.push_back(d.budgets[b]), pt.y.push_back(g.obs[best].tokens);
     }
     n.series.push_back(std::move(pn));
     t.series.push_back(std::move(pt));
+    if (g.approach2) add_approach2(*g.approach2, g.label, color, n, t);
     ++color;
   }
   f.panels = {std::move(n), std::move(t)};
@@ -186,9 +241,12 @@ Figure curves_figure(const SweepData& d, const Database& db) {
   for (const Group& g : d.groups) {
     Panel p{g.label, "tokens seen", "val loss (nats/token)", true, false, {}};
     std::set<size_t> titled;
+    if (g.runs.empty()) continue;
     for (const RunRecord& r : g.runs) {
-      const size_t b = budget_index(d, r.plan.budget);
-      Series s(titled.insert(b).second ? fmt::format("C = {:.1e}", r.plan.budget) : "", "lines",
+      const auto at = std::find_if(g.obs.begin(), g.obs.end(),
+                                   [&](const fitting::Observation& o) { return o.where == r.key; });
+      const size_t b = at == g.obs.end() ? 0 : g.budget_of[at - g.obs.begin()];
+      Series s(titled.insert(b).second ? fmt::format("C = {:.1e}", d.budgets[b]) : "", "lines",
                static_cast<int>(b));
       s.width = 1.2;
       for (const MetricRecord& m : db.metrics(r.id, "val"))
@@ -220,7 +278,7 @@ Figure load_figure(const SweepData& d, const Database& db) {
   std::map<int64_t, Panel> panels;
   std::map<int64_t, std::set<std::string>> titled;
   for (const Group& g : d.groups) {
-    if (g.experts == 1) continue;
+    if (g.experts == 1 || g.runs.empty()) continue;
     Panel& p = panels[g.experts];
     p.title = fmt::format("E = {}", g.experts);
     p.xlabel = "tokens seen";
@@ -255,10 +313,8 @@ LossAt loss_at(const Group& g, double budget) {
     samples.push_back(optimum(sample, g.experts, budget).loss);
   }
   if (samples.size() >= 10) {
-    std::sort(samples.begin(), samples.end());
-    const double tail = (1 - g.fit->confidence) / 2;
-    out.lo = samples[static_cast<size_t>(tail * (samples.size() - 1))];
-    out.hi = samples[static_cast<size_t>((1 - tail) * (samples.size() - 1))];
+    const fitting::Interval iv = fitting::percentile_interval(samples, g.fit->confidence);
+    out.lo = iv.lo, out.hi = iv.hi;
   }
   return out;
 }
@@ -315,8 +371,7 @@ Figure residual_figure(const SweepData& d) {
   for (const Group& g : d.groups) {
     if (!g.fit) continue;
     Series s(g.label, "points", color++);
-    std::vector<fitting::Observation> obs;
-    for (const RunRecord& r : g.runs) obs.push_back(observation_of(r));
+    const std::vector<fitting::Observation>& obs = g.obs;
     const std::vector<double> residuals = fitting::log_residuals(*g.fit, obs);
     for (size_t i = 0; i < obs.size(); ++i) {
       s.x.push_back(training_compute(obs[i].n_active, obs[i].tokens));
@@ -332,14 +387,16 @@ Figure residual_figure(const SweepData& d) {
 std::string diagnostics_markdown(const SweepData& d) {
   std::string out;
   for (const FitRecord& f : d.fits) {
-    const fitting::FitResult r = fitting::fit_result_from_json(f.result);
+    const std::vector<fitting::Diagnostic> diagnostics =
+        fitting::is_approach2_json(f.result) ? fitting::approach2_from_json(f.result).diagnostics
+                                             : fitting::fit_result_from_json(f.result).diagnostics;
     out += fmt::format("- fit {} ({}, group {}): ", f.id, f.law, f.group);
-    if (r.diagnostics.empty()) {
+    if (diagnostics.empty()) {
       out += "no warnings\n";
       continue;
     }
     out += "\n";
-    for (const auto& diag : r.diagnostics)
+    for (const auto& diag : diagnostics)
       out += fmt::format("  - `{}`: {}\n", diag.code, diag.message);
   }
   return out.empty() ? "No fits yet: run `moescale fit`.\n" : out;
@@ -364,7 +421,16 @@ std::string runs_table(const SweepData& d) {
 std::string fits_table(const SweepData& d) {
   std::string out =
       "| fit | group | law | parameters | RMSLE | points |\n|---|---|---|---|---|---|\n";
+  auto range = [](const std::optional<fitting::Interval>& iv) {
+    return iv ? fmt::format(" [{:.3g}, {:.3g}]", iv->lo, iv->hi) : std::string();
+  };
   for (const FitRecord& f : d.fits) {
+    if (fitting::is_approach2_json(f.result)) {
+      const fitting::Approach2Fit a = fitting::approach2_from_json(f.result);
+      out += fmt::format("| {} | {} | approach 2 | a = {:.4g}{}, b = {:.4g}{} | - | {} |\n", f.id,
+                         f.group, a.a, range(a.a_ci), a.b, range(a.b_ci), a.n_points);
+      continue;
+    }
     const fitting::FitResult r = fitting::fit_result_from_json(f.result);
     std::string params;
     for (const auto& [name, v] : r.params) {
@@ -378,24 +444,38 @@ std::string fits_table(const SweepData& d) {
   return out;
 }
 
-std::string recommendation_table(const SweepData& d, double budget) {
-  std::string out = fmt::format(
-      "Budget C = {:.2e} FLOPs, each group's fitted Chinchilla law:\n\n"
-      "| | router | E | N_active | tokens | tokens/param | predicted loss |\n"
-      "|---|---|---|---|---|---|---|\n",
-      budget);
-  std::vector<std::pair<const Group*, fitting::Choice>> rows;
+// What `moescale recommend` prints for each group's fits at the budget, cell for cell: the same
+// options (the sweep's serving shape and top-k, the group's E) and the same table.
+std::string recommendation_table(const Database& db, const SweepData& d, double budget) {
+  std::string out;
+  std::pair<double, std::string> best{INFINITY, ""};  // the lowest law-predicted loss
   for (const Group& g : d.groups)
-    if (g.fit) rows.emplace_back(&g, optimum(g, budget));
-  const auto best = std::min_element(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
-    return a.second.loss < b.second.loss;
-  });
-  for (auto it = rows.begin(); it != rows.end(); ++it) {
-    const auto& [g, c] = *it;
-    out += fmt::format("| {} | {} | {} | {} | {} | {:.1f} | {:.4f} |\n",
-                       it == best ? "**best**" : "", g->router, g->experts, human_count(c.n_active),
-                       human_count(c.tokens), c.tokens / c.n_active, c.loss);
-  }
+    for (const auto* record : {&g.fit_record, &g.approach2_record}) {
+      if (!*record) continue;
+      const FitRecord& f = **record;
+      const auto shape = sweep_shape(db, f);
+      fitting::RecommendOptions o;
+      o.budget = budget;
+      o.experts = {g.experts};
+      o.top_k = shape ? shape->top_k : 2;
+      if (shape) o.shape = fitting::serving_shape_like(shape->router, shape->moe_every);
+      const bool approach2 = fitting::is_approach2_json(f.result);
+      const fitting::Recommendation r =
+          approach2 ? fitting::recommend_approach2(*g.approach2, budget, o.confidence)
+                    : fitting::recommend(*g.fit, o);
+      const bool refits = !approach2 && g.fit->bootstrap_samples.empty();
+      out += fmt::format(
+          "{} ({}), as `moescale recommend --fit {} --budget {:g} --experts {}{}` prints it:\n\n{}",
+          g.label, approach2 ? "approach 2" : f.law, f.id, budget, g.experts,
+          refits ? " --bootstrap 0" : "", loss_optimal_table(r).render_markdown());
+      out += r.note.empty() ? "\n" : fmt::format("\n{}\n\n", r.note);
+      if (!approach2 && r.loss_optimal[r.best].loss < best.first)
+        best = {r.loss_optimal[r.best].loss, g.label};
+    }
+  if (out.empty()) return "No fits yet: run `moescale fit --per-group`.\n";
+  if (d.groups.size() > 1 && std::isfinite(best.first))
+    out += fmt::format("**Best**: {}, predicted loss {:.4f} at C = {:.2e} FLOPs.\n", best.second,
+                       best.first, budget);
   return out;
 }
 
@@ -420,21 +500,17 @@ std::string router_table(const SweepData& d, double budget) {
 
 // ---- run-to-run noise and MoE against dense ------------------------------------
 
-// The final losses of each point trained with several seeds, group by group.
+// The final losses of each point trained with several seeds (observations carry their router,
+// so top-k and RMoE points of one size stay apart).
 std::vector<std::vector<double>> replicate_sets(const SweepData& d) {
-  std::vector<std::vector<double>> out;
-  for (const Group& g : d.groups) {
-    std::vector<fitting::Observation> obs;
-    for (const RunRecord& r : g.runs) obs.push_back(observation_of(r));
-    for (auto& set : fitting::replicate_sets(obs)) out.push_back(std::move(set));
-  }
-  return out;
+  std::vector<fitting::Observation> all;
+  for (const Group& g : d.groups) all.insert(all.end(), g.obs.begin(), g.obs.end());
+  return fitting::replicate_sets(all);
 }
 
-std::vector<double> losses_at(const Group& g, double budget) {
+std::vector<double> losses_at(const Group& g, size_t budget) {
   std::vector<double> out;
-  for (const RunRecord& r : g.runs)
-    if (r.plan.budget == budget) out.push_back(*r.final_loss);
+  for (size_t i : points_at(g, budget)) out.push_back(g.obs[i].loss);
   return out;
 }
 
@@ -458,7 +534,7 @@ std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoi
   if (d.budgets.empty() || dense == d.groups.end())
     return md + "The sweep has no dense group or no IsoFLOP budgets to compare at.\n\n";
   const double budget = d.budgets.back();
-  const std::vector<double> base = losses_at(*dense, budget);
+  const std::vector<double> base = losses_at(*dense, d.budgets.size() - 1);
   if (base.empty()) return md + "No dense run finished at the largest budget.\n\n";
   md += fmt::format(
       "Best final loss of each group at C = {:.2e} FLOPs against dense (best {:.4f}); the "
@@ -468,7 +544,7 @@ std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoi
       n.sets > 0 ? "adds the measured run-to-run noise to every run"
                  : "resamples runs (no replicates: the noise is unmeasured)");
   for (const Group& g : d.groups) {
-    const std::vector<double> losses = losses_at(g, budget);
+    const std::vector<double> losses = losses_at(g, d.budgets.size() - 1);
     if (g.experts == 1 || losses.empty()) continue;
     const auto c = fitting::best_loss_difference(base, losses, n.sd_log_loss);
     const char* verdict = c.hi < 0   ? "beats dense"
@@ -480,8 +556,88 @@ std::string moe_vs_dense_section(const SweepData& d, const fitting::ReplicateNoi
   return md + "\n";
 }
 
-void write_markdown(const fs::path& path, const std::string& sweep, const SweepData& d,
-                    double budget, const std::vector<std::string>& figures,
+// ---- approach 2 beside approach 3
+
+// a = beta / (alpha + beta) of a Chinchilla fit, with its bootstrap interval where it has one.
+std::pair<double, std::optional<fitting::Interval>> implied_a(const fitting::FitResult& fit) {
+  auto a_of = [](const std::map<std::string, double>& p) {
+    return p.at("beta") / (p.at("alpha") + p.at("beta"));
+  };
+  std::vector<double> samples;
+  for (const auto& s : fit.bootstrap_samples) samples.push_back(a_of(s));
+  std::optional<fitting::Interval> iv;
+  if (samples.size() >= 2) iv = fitting::percentile_interval(samples, fit.confidence);
+  return {a_of(fit.fitted), iv};
+}
+
+std::string approach2_table(const fitting::Approach2Fit& f) {
+  Table t({"budget C", "runs", "N*", "interval", "D*", "sizes", "note"});
+  for (const fitting::BudgetMinimum& m : f.minima) {
+    const bool has = std::isfinite(m.n_opt);
+    t.add({sci(m.compute), std::to_string(m.runs), has ? human_count(m.n_opt) : "-",
+           m.n_ci ? fmt::format("[{}, {}]", human_count(m.n_ci->lo), human_count(m.n_ci->hi)) : "-",
+           has ? human_count(m.tokens_opt) : "-",
+           fmt::format("{} to {}", human_count(m.n_min), human_count(m.n_max)),
+           m.opens_downward  ? "opens downward: left out"
+           : m.outside_range ? "minimum outside the sizes: left out"
+           : m.used          ? "used"
+                             : "too few sizes"});
+  }
+  return t.render_markdown();
+}
+
+std::string approaches_section(const SweepData& d) {
+  std::string md = "## Approach 2 beside approach 3\n\n";
+  bool any = false;
+  for (const Group& g : d.groups) {
+    if (!g.approach2) continue;
+    any = true;
+    const fitting::Approach2Fit& f = *g.approach2;
+    auto range = [&](const std::optional<fitting::Interval>& iv) {
+      return iv ? fmt::format(" [{:.3f}, {:.3f}]", iv->lo, iv->hi) : std::string();
+    };
+    md += fmt::format(
+        "### {}\n\nApproach 2 (fit {}): a parabola of loss in log N per budget,"
+        " its minimum with a {:.0f}% bootstrap interval ({} resamples of each "
+        "budget's runs):\n\n{}\nN* ∝ C^a with a = {:.3f}{}; D* ∝ C^b with b = "
+        "{:.3f}{}, through {} budgets.\n\n",
+        g.label, g.approach2_record->id, 100 * f.confidence, f.bootstrap, approach2_table(f), f.a,
+        range(f.a_ci), f.b, range(f.b_ci), f.budgets_used);
+    if (g.fit) {
+      const auto [a3, a3_ci] = implied_a(*g.fit);
+      md += fmt::format(
+          "Approach 3 (fit {}, the Chinchilla law fitted to every run) implies a = β/(α+β) = "
+          "{:.3f}{}: approach 2's a is {:+.3f} from it.\n\n",
+          g.fit_record->id, a3, range(a3_ci), f.a - a3);
+    }
+  }
+  if (!any) return md + "No approach 2 fit yet: run `moescale fit --approach 2`.\n\n";
+  return md +
+         "What each rests on. Approach 3 assumes the law's form, E + A/N^α + B/D^β, holds over "
+         "every run with one set of parameters; it uses all runs, and a form that misses the "
+         "curves (at small N, or with a data set's own curvature) moves α and β, hence a. "
+         "Approach 2 assumes only that each budget's curve is a parabola in log N near its "
+         "minimum; it uses the minima alone, and off-centre sampling and the width of the size "
+         "grid bias them, and so a (Open-Athena's scaling-law-analysis measures both). Where "
+         "the two disagree by more than their intervals, neither is safe to extrapolate far.\n\n";
+}
+
+std::string rollout_section(const SweepData& d) {
+  std::string md = "## Rollout: does the law predict the next budget?\n\n";
+  bool any = false;
+  for (const Group& g : d.groups) {
+    if (!g.fit || g.fit->rollout.empty()) continue;
+    any = true;
+    md += fmt::format("{} (fit {}): fitted on the k smallest budgets, predicting the next.\n\n{}\n",
+                      g.label, g.fit_record->id, rollout_table(*g.fit).render_markdown());
+  }
+  return any ? md
+             : md + "No fit with a rollout yet: run `moescale fit --holdout rollout` "
+                    "(with --per-group where the sweep has several groups).\n\n";
+}
+
+void write_markdown(const fs::path& path, const Database& db, const std::string& sweep,
+                    const SweepData& d, double budget, const std::vector<std::string>& figures,
                     std::string lr_section) {
   std::map<std::string, int> counts;
   double compute = 0, seconds = 0;
@@ -493,24 +649,39 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   std::string status;
   for (const auto& [s, n] : counts)
     status += fmt::format("{}{} {}", status.empty() ? "" : ", ", n, s);
+  size_t points = 0;
+  for (const Group& g : d.groups) points += g.obs.size();
   std::string md =
-      fmt::format("# Sweep `{}`\n\n{} runs ({}); {:.2e} FLOPs (6ND) trained in {}.\n\n", sweep,
-                  d.all.size(), status, compute, human_duration(seconds));
+      d.imported
+          ? fmt::format("# Sweep `{}`\n\n{} imported runs in {} IsoFLOP budgets.\n\n", sweep,
+                        points, d.budgets.size())
+          : fmt::format("# Sweep `{}`\n\n{} runs ({}); {:.2e} FLOPs (6ND) trained in {}.\n\n",
+                        sweep, d.all.size(), status, compute, human_duration(seconds));
+  auto figure_written = [&](const std::string& name) {
+    return std::find(figures.begin(), figures.end(), name) != figures.end();
+  };
   auto figure = [&](const std::string& name, const std::string& caption) {
-    if (std::find(figures.begin(), figures.end(), name) == figures.end()) return;
+    if (!figure_written(name)) return;
     md += fmt::format("![{}]({}.png)\n\n{} ([SVG]({}.svg))\n\n", caption, name, caption, name);
   };
   md += "## IsoFLOP curves\n\n";
   figure("isoflop", "Final loss against N_active per budget, the fitted law's curves and minima.");
   md += "## Compute-optimal frontier\n\n";
-  figure("frontier", "Fitted N_opt and D_opt against compute, with the best run of each budget.");
-  md += "## Recommendation\n\n" + recommendation_table(d, budget) + "\n";
-  md += "## Routers at equal compute\n\n";
-  figure("routers", "Fitted compute-optimal loss of topk and rmoe, bootstrap intervals.");
-  md += router_table(d, budget) + "\n";
+  figure("frontier",
+         "Fitted N_opt and D_opt against compute (approach 3's law), the best run of each "
+         "budget, and approach 2's minima with their intervals where there is an approach 2 fit.");
+  md += "## Recommendation\n\n" + recommendation_table(db, d, budget) + "\n";
+  md += approaches_section(d) + rollout_section(d);
+  if (!router_pairs(d).empty()) {
+    md += "## Routers at equal compute\n\n";
+    figure("routers", "Fitted compute-optimal loss of topk and rmoe, bootstrap intervals.");
+    md += router_table(d, budget) + "\n";
+  }
   const fitting::ReplicateNoise noise = fitting::replicate_noise(replicate_sets(d));
-  md += noise_section(noise) + moe_vs_dense_section(d, noise);
-  md += "## Learning rates\n\n";
+  md += noise_section(noise);
+  if (std::any_of(d.groups.begin(), d.groups.end(), [](const Group& g) { return g.experts > 1; }))
+    md += moe_vs_dense_section(d, noise);
+  if (!lr_section.empty()) md += "## Learning rates\n\n";
   const auto at = lr_section.find("@tuning@\n");
   if (at != std::string::npos) {
     const std::string before = lr_section.substr(0, at), after = lr_section.substr(at + 9);
@@ -521,14 +692,15 @@ void write_markdown(const fs::path& path, const std::string& sweep, const SweepD
   } else {
     md += lr_section;
   }
-  md += "## Training curves\n\n";
+  // Imported runs have no training curves or expert load: those sections appear where they exist.
+  if (figure_written("curves")) md += "## Training curves\n\n";
   figure("curves", "Validation loss against tokens for every run.");
-  md += "## Expert load\n\n";
+  if (figure_written("expert_load")) md += "## Expert load\n\n";
   figure("expert_load", "How evenly tokens spread across experts, topk against rmoe.");
   md += "## Fits\n\n" + fits_table(d) + "\n";
   md += "## Fit diagnostics\n\n" + diagnostics_markdown(d) + "\n";
   figure("residuals", "Log residual of each run under its group's fit, against compute.");
-  md += "## Runs\n\n" + runs_table(d);
+  if (!d.imported) md += "## Runs\n\n" + runs_table(d);
   const fs::path tmp = path.string() + ".tmp";
   std::ofstream(tmp) << md;
   fs::rename(tmp, path);
@@ -540,7 +712,8 @@ void run_report(const ReportArgs& a) {
   const SweepData d = load(db, a.sweep);
   if (d.groups.empty())
     throw std::runtime_error(fmt::format(
-        "sweep '{}' has no finished runs to report; train it first (moescale train --sweep {})",
+        "sweep '{}' has no finished runs or imported rows to report; train it first (moescale "
+        "train --sweep {}) or import runs",
         a.sweep, a.sweep));
   const double budget = a.budget > 0 ? a.budget : 10 * (d.budgets.empty() ? 0 : d.budgets.back());
   fs::create_directories(a.out);
@@ -556,7 +729,7 @@ void run_report(const ReportArgs& a) {
     written.push_back(f.name);
     if (!a.quiet) fmt::print(stderr, "wrote {}/{}.png\n", a.out, f.name);
   }
-  write_markdown(fs::path(a.out) / "report.md", a.sweep, d, budget, written, lr.markdown);
+  write_markdown(fs::path(a.out) / "report.md", db, a.sweep, d, budget, written, lr.markdown);
   fmt::print("{}\n", (fs::path(a.out) / "report.md").string());
 }
 

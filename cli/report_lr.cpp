@@ -126,6 +126,7 @@ LrReport lr_report(const Database& db, const std::string& sweep_name) {
   for (const RunRecord& r : db.runs(sweep_name, std::nullopt))
     if (r.plan.spec.train.recipe_probe == 1)
       rules.insert(r.plan.spec.train.lr_rule), rates.insert(r.plan.spec.train.lr);
+  if (rules.empty()) return out;  // imported rows: no rates to show
   std::string& md = out.markdown;
   md = fmt::format("The runs were trained with lr_rule {} ({} distinct peak rates, {:.3g} to "
                    "{:.3g}).\n\n",

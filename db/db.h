@@ -121,6 +121,7 @@ struct ObservationRecord {
   std::string label;               // run key, or "row N" of the imported file
   std::string source = "trained";  // "trained", "simulated" or "imported"
   int64_t steps = 0;               // optimiser steps the run did (runs.steps_done); 0 for imports
+  double budget = 0;  // the IsoFLOP budget it was meant for (a run's planned one); 0: not stated
 };
 
 struct FitRecord {
@@ -138,7 +139,7 @@ class Database {
   // read_only opens the file without write access (a folder the user cannot write
   // to can still be listed); it migrates an older schema only if it can write.
   enum class Mode { create_if_missing, must_exist, read_only };
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // `location` is a SQLite path or a postgresql:// URL (is_server_location).
   // Throws std::runtime_error with an actionable message for a missing,

@@ -92,6 +92,9 @@ const char* const kSqliteMigrations[] = {
        CREATE INDEX runs_by_owner ON runs(status, owner_host);
        ALTER TABLE observations ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';
        CREATE INDEX observations_by_hash ON observations(sweep_id, row_hash);)",
+    // The budget a run was meant for (import --map budget=COLUMN; 0: not stated), so IsoFLOP
+    // budgets are grouped as the user meant them, not guessed from 6ND.
+    R"(ALTER TABLE observations ADD COLUMN budget REAL NOT NULL DEFAULT 0;)",
 };
 static_assert(std::size(kSqliteMigrations) == Database::kSchemaVersion);
 
@@ -188,7 +191,8 @@ const char* const kPostgresSchema =
 #undef MOESCALE_PG_NOW
 // PostgreSQL migration i brings a store from version kPostgresFirstVersion + i to
 // the next; the same changes as the SQLite migration of that number.
-constexpr std::array<const char*, 0> kPostgresMigrations{};
+constexpr std::array<const char*, 1> kPostgresMigrations{
+    "ALTER TABLE observations ADD COLUMN budget DOUBLE PRECISION NOT NULL DEFAULT 0;"};
 static_assert(kPostgresFirstVersion + kPostgresMigrations.size() == Database::kSchemaVersion);
 
 }  // namespace
@@ -273,7 +277,8 @@ const std::vector<Table>& tables() {
         {"loss", K::real},
         {"label", K::text},
         {"source", K::text},
-        {"row_hash", K::text}}},
+        {"row_hash", K::text},
+        {"budget", K::real}}},
       {"fits",
        "id",
        true,

@@ -633,8 +633,8 @@ Database::ImportSaved Database::import_observations(const std::string& sweep_nam
       "LIMIT 1");
   sql::Statement insert(*conn_,
                         "INSERT INTO observations(sweep_id, n_active, n_total, tokens, experts, "
-                        "top_k, granularity, loss, label, source, row_hash) "
-                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+                        "top_k, granularity, loss, label, source, row_hash, budget) "
+                        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
   for (const ObservationRecord& o : rows) {
     const std::string hash = row_hash(o);
     seen.bind(1, saved.sweep_id).bind(2, hash);
@@ -650,7 +650,7 @@ Database::ImportSaved Database::import_observations(const std::string& sweep_nam
     seen.run();  // reset for the next row
     insert.bind(1, saved.sweep_id).bind(2, o.n_active).bind(3, o.n_total).bind(4, o.tokens);
     insert.bind(5, o.experts).bind(6, o.top_k).bind(7, o.granularity).bind(8, o.loss);
-    insert.bind(9, o.label).bind(10, source).bind(11, hash);
+    insert.bind(9, o.label).bind(10, source).bind(11, hash).bind(12, o.budget);
     insert.run();
     ++saved.added;
   }
@@ -687,12 +687,12 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
   std::vector<ObservationRecord> out;
   sql::Statement imported(*conn_,
                           "SELECT n_active, n_total, tokens, experts, top_k, granularity, loss, "
-                          "label FROM observations WHERE sweep_id = ?1 ORDER BY id");
+                          "label, budget FROM observations WHERE sweep_id = ?1 ORDER BY id");
   imported.bind(1, sw.id);
   while (imported.step())
     out.push_back({imported.real(0), imported.real(1), imported.real(2), imported.real(3),
                    imported.real(4), imported.real(5), imported.real(6), "", imported.text(7),
-                   "imported"});
+                   "imported", 0, imported.real(8)});
   std::set<std::string> sources;
   for (const RunRecord& r : runs(sweep_name, RunStatus::done)) {
     // A recipe-check neighbour trained off the sweep's recipe on purpose: not a point of the law.
@@ -702,7 +702,7 @@ std::vector<ObservationRecord> Database::observations(const std::string& sweep_n
                    static_cast<double>(r.plan.params.total),
                    static_cast<double>(r.plan.spec.tokens), static_cast<double>(s.experts),
                    static_cast<double>(s.top_k), 1.0, *r.final_loss, to_string(s.router), r.key,
-                   r.source, r.steps_done});
+                   r.source, r.steps_done, r.plan.budget});
     sources.insert(r.source);
   }
   if (sources.size() > 1)

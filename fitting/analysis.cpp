@@ -22,7 +22,7 @@ void require_losses(const std::vector<double>& losses, const char* which) {
           fmt::format("set {} has loss {}: losses must be finite and positive", which, l));
 }
 
-double percentile(std::vector<double>& sorted, double q) {
+double percentile(const std::vector<double>& sorted, double q) {
   const double pos = q * static_cast<double>(sorted.size() - 1);
   const auto i = static_cast<std::size_t>(std::floor(pos));
   const std::size_t j = std::min(i + 1, sorted.size() - 1);
@@ -30,6 +30,20 @@ double percentile(std::vector<double>& sorted, double q) {
 }
 
 }  // namespace
+
+Interval percentile_interval(std::vector<double> v, double confidence) {
+  if (v.size() < 2)
+    throw std::invalid_argument(
+        fmt::format("an interval needs at least 2 samples, not {}", v.size()));
+  if (!(confidence > 0 && confidence < 1))
+    throw std::invalid_argument(fmt::format("confidence {} must be in (0, 1)", confidence));
+  std::sort(v.begin(), v.end());
+  const double tail = (1 - confidence) / 2;
+  double mean = 0, var = 0;
+  for (double x : v) mean += x / static_cast<double>(v.size());
+  for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
+  return {percentile(v, tail), percentile(v, 1 - tail), std::sqrt(var)};
+}
 
 ReplicateNoise replicate_noise(const std::vector<std::vector<double>>& loss_sets) {
   ReplicateNoise out;
@@ -49,11 +63,16 @@ ReplicateNoise replicate_noise(const std::vector<std::vector<double>>& loss_sets
   return out;
 }
 
+bool explained_by_seeds(const ReplicateNoise& noise) {
+  return !noise.measured() || noise.sd_log_loss <= kMaxSeedNoise;
+}
+
 std::vector<std::vector<double>> replicate_sets(const std::vector<Observation>& observations) {
-  using Point = std::tuple<double, double, double, double, double, double>;
+  using Point = std::tuple<std::string, double, double, double, double, double, double>;
   std::map<Point, std::vector<double>> sets;
   for (const Observation& o : observations)
-    sets[{o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity}].push_back(o.loss);
+    sets[{o.router, o.n_active, o.n_total, o.tokens, o.experts, o.top_k, o.granularity}].push_back(
+        o.loss);
   std::vector<std::vector<double>> out;
   for (auto& [point, losses] : sets) out.push_back(std::move(losses));
   return out;
@@ -91,10 +110,9 @@ BestLossDifference best_loss_difference(const std::vector<double>& a, const std:
     const double best_a = best_of(a);
     diffs.push_back(best_of(b) - best_a);
   }
-  std::sort(diffs.begin(), diffs.end());
-  const double tail = (1 - confidence) / 2;
-  out.lo = percentile(diffs, tail);
-  out.hi = percentile(diffs, 1 - tail);
+  const Interval iv = percentile_interval(std::move(diffs), confidence);
+  out.lo = iv.lo;
+  out.hi = iv.hi;
   return out;
 }
 

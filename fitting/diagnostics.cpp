@@ -16,7 +16,6 @@
 namespace moescale::fitting {
 namespace {
 
-constexpr double kBudgetTolerance = 0.02;     // runs within 2% of compute share a budget
 constexpr int64_t kShortRunSteps = 300;       // fewer optimiser steps: a run far from converged
 constexpr double kHoldoutLimit = 0.02;        // held-out RMSLE above 2%
 constexpr double kLackOfFit = 2;              // RMSLE over this many times the measured noise
@@ -27,37 +26,9 @@ constexpr double kScaleIntervalFactor = 100;  // bootstrap hi/lo of a scale para
 constexpr double kConditionLimit = 1e6;
 constexpr double kVanishingTerm = 1e-6;  // a term's largest share of the loss
 
-double compute(const Observation& o) {
-  return training_compute(o.n_active, o.tokens);
-}
-
-std::string group_key(const Observation& o) {
-  std::string key = fmt::format("E={:g}", o.experts);
-  if (o.top_k != 1) key += fmt::format(",K={:g}", o.top_k);
-  if (o.granularity != 1) key += fmt::format(",G={:g}", o.granularity);
-  return key;
-}
-
 std::map<std::string, std::vector<std::size_t>> groups(const std::vector<Observation>& obs) {
   std::map<std::string, std::vector<std::size_t>> out;
-  for (std::size_t i = 0; i < obs.size(); ++i) out[group_key(obs[i])].push_back(i);
-  return out;
-}
-
-// Rows split into budgets: sorted by compute, a budget holds the runs within 2% of its first.
-std::vector<std::vector<std::size_t>> budgets(const std::vector<Observation>& obs,
-                                              std::vector<std::size_t> rows) {
-  std::sort(rows.begin(), rows.end(),
-            [&](std::size_t a, std::size_t b) { return compute(obs[a]) < compute(obs[b]); });
-  std::vector<std::vector<std::size_t>> out;
-  double first = 0;
-  for (std::size_t r : rows) {
-    if (out.empty() || compute(obs[r]) > first * (1 + kBudgetTolerance)) {
-      out.emplace_back();
-      first = compute(obs[r]);
-    }
-    out.back().push_back(r);
-  }
+  for (std::size_t i = 0; i < obs.size(); ++i) out[family_of(obs[i])].push_back(i);
   return out;
 }
 
@@ -65,35 +36,46 @@ std::string prefix(const std::string& group, std::size_t n_groups) {
   return n_groups > 1 ? group + ": " : "";
 }
 
+// Each budget (group_budgets) is judged by its own curve: the model size of its lowest loss
+// against its smallest and largest sizes, family by family.
 void edge_minimum(const std::vector<Observation>& obs, std::vector<Diagnostic>& out) {
-  const auto by_group = groups(obs);
-  for (const auto& [group, rows] : by_group) {
-    int isoflop = 0, small = 0, large = 0;
-    double small_c = 0, large_c = 0;
-    for (const auto& budget : budgets(obs, rows)) {
+  struct Count {
+    int isoflop = 0;
+    std::vector<double> small, large;  // budgets whose minimum is at that edge
+  };
+  std::map<std::string, Count> counts;
+  for (const Budget& budget : group_budgets(obs)) {
+    std::map<std::string, std::vector<std::size_t>> by_family;
+    for (std::size_t r : budget.rows) by_family[family_of(obs[r])].push_back(r);
+    for (const auto& [family, rows] : by_family) {
       std::set<double> sizes;
-      for (std::size_t r : budget) sizes.insert(obs[r].n_active);
+      for (std::size_t r : rows) sizes.insert(obs[r].n_active);
       if (sizes.size() < 3) continue;  // not an IsoFLOP profile
-      ++isoflop;
+      Count& c = counts[family];
+      ++c.isoflop;
       const std::size_t best = *std::min_element(
-          budget.begin(), budget.end(), [&](auto a, auto b) { return obs[a].loss < obs[b].loss; });
-      if (obs[best].n_active == *sizes.begin())
-        ++small, small_c = compute(obs[best]);
-      else if (obs[best].n_active == *sizes.rbegin())
-        ++large, large_c = compute(obs[best]);
+          rows.begin(), rows.end(), [&](auto a, auto b) { return obs[a].loss < obs[b].loss; });
+      if (obs[best].n_active == *sizes.begin()) c.small.push_back(budget.compute);
+      if (obs[best].n_active == *sizes.rbegin()) c.large.push_back(budget.compute);
     }
-    auto say = [&](int n, const char* edge, double c, const char* move) {
+  }
+  for (const auto& [family, c] : counts) {
+    auto say = [&](const std::vector<double>& at, const char* edge, const char* move) {
+      std::vector<std::string> shown;
+      for (double b : at) shown.push_back(fmt::format("{:.3g}", b));
       out.push_back({"edge_minimum",
-                     fmt::format("{}the lowest loss of {} of {} IsoFLOP budgets (e.g. C = {:.3g}) "
-                                 "is at the {} model: the sweep does not bracket the optimum, so "
-                                 "the fitted optimum is an extrapolation; add {} models",
-                                 prefix(group, by_group.size()), n, isoflop, c, edge, move)});
+                     fmt::format("{}the lowest loss of {} of {} IsoFLOP budgets (C = {}) is at "
+                                 "the {} model: the sweep does not bracket the optimum, so the "
+                                 "fitted optimum is an extrapolation; add {} models",
+                                 prefix(family, counts.size()), at.size(), c.isoflop,
+                                 fmt::join(shown, ", "), edge, move)});
     };
-    // One budget's minimum at an edge can be noise, and imported budgets (compute within 2%)
-    // can split a profile into fragments (the Epoch Chinchilla data does): it takes half of a
-    // group's budgets at the same edge to say the sweep is off.
-    if (isoflop > 0 && 2 * small >= isoflop) say(small, "smallest", small_c, "smaller");
-    if (isoflop > 0 && 2 * large >= isoflop) say(large, "largest", large_c, "larger");
+    // One budget's minimum at an edge can be noise (two sizes a few hundredths of a nat apart):
+    // it takes half of a family's budgets at the same edge to say the sweep is off.
+    if (2 * c.small.size() >= static_cast<std::size_t>(c.isoflop) && !c.small.empty())
+      say(c.small, "smallest", "smaller");
+    if (2 * c.large.size() >= static_cast<std::size_t>(c.isoflop) && !c.large.empty())
+      say(c.large, "largest", "larger");
   }
 }
 
@@ -258,10 +240,8 @@ void systematic_residual(const FitResult& fit, const std::vector<Observation>& o
   const auto by_group = groups(obs);
   if (by_group.size() > 1)
     for (const auto& [group, rows] : by_group) check(rows, "group " + group);
-  std::vector<std::size_t> all(obs.size());
-  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
-  for (const auto& budget : budgets(obs, all))
-    check(budget, fmt::format("budget C = {:.3g}", compute(obs[budget.front()])));
+  for (const Budget& budget : group_budgets(obs))
+    check(budget.rows, fmt::format("budget C = {:.3g}", budget.compute));
 }
 
 }  // namespace
@@ -304,12 +284,29 @@ std::vector<Diagnostic> diagnose(const FitResult& fit, const std::vector<Observa
                      "in the residuals",
                      fit.rmsle, fit.rmsle / fit.noise.sd_log_loss, fit.noise.sets,
                      fit.noise.sd_log_loss)});
+  if (const ReplicateNoise n = replicate_noise(replicate_sets(obs)); !explained_by_seeds(n))
+    out.push_back(
+        {"replicates_disagree",
+         fmt::format("{} points appear more than once and their losses spread by {:.3g} (sd of "
+                     "log loss), far more than a training seed explains (under {:g}): they are "
+                     "likely different measurements under one loss column (two loss columns "
+                     "imported as one, or runs that differ in what the columns leave out), so the "
+                     "spread is not used as run-to-run noise; import one loss column, or map the "
+                     "column that tells the runs apart",
+                     n.sets, n.sd_log_loss, kMaxSeedNoise)});
   if (fit.holdout && fit.holdout->rmsle > kHoldoutLimit)
     out.push_back({"extrapolation",
                    fmt::format("the law misses the {} held-out runs (C >= {:.3g}) by {:.2g}% "
                                "RMSLE, more than {:g}%: do not trust it beyond the data",
                                fit.holdout->n_test, fit.holdout->min_compute,
                                100 * fit.holdout->rmsle, 100 * kHoldoutLimit)});
+  if (!fit.rollout.empty() && fit.rollout.back().rmsle > kHoldoutLimit)
+    out.push_back({"extrapolation",
+                   fmt::format("fitted on the smaller budgets, the law misses the runs of the "
+                               "largest (C = {:.3g}) by {:.2g}% RMSLE, more than {:g}%: do not "
+                               "trust it beyond the data",
+                               fit.rollout.back().compute, 100 * fit.rollout.back().rmsle,
+                               100 * kHoldoutLimit)});
   return out;
 }
 

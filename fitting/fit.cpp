@@ -565,46 +565,30 @@ void bootstrap(const Law& law, const Program& program, const Data& data, const B
   });
   for (std::size_t b = 0; b < fitted.size(); ++b)
     if (ok[b]) result.bootstrap_samples.push_back(std::move(fitted[b]));
-  const double tail = (1 - options.confidence) / 2;
   for (const auto& r : law.reported) {
     std::vector<double> v;
     for (std::size_t b = 0; b < samples.size(); ++b)
       if (ok[b] && std::isfinite(samples[b][r.name])) v.push_back(samples[b][r.name]);
-    if (v.size() < 2) continue;
-    std::sort(v.begin(), v.end());
-    auto quantile = [&](double q) {
-      const double pos = q * static_cast<double>(v.size() - 1);
-      const auto lo = static_cast<std::size_t>(std::floor(pos));
-      const std::size_t hi = std::min(lo + 1, v.size() - 1);
-      return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
-    };
-    double mean = 0, var = 0;
-    for (double x : v) mean += x / static_cast<double>(v.size());
-    for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
-    result.intervals[r.name] = {quantile(tail), quantile(1 - tail), std::sqrt(var)};
+    if (v.size() >= 2) result.intervals[r.name] = percentile_interval(v, options.confidence);
   }
 }
 
-// Groups runs into compute budgets (sorted by compute, a new budget starts where consecutive
-// runs differ by more than a factor 1 + budget_tolerance) and holds out the largest
-// `holdout_budgets` groups.
-void holdout(const Law& law, const Program& program, const Data& data, const FitOptions& options,
+// Holds out the largest `holdout_budgets` budgets (group_budgets) and fits on the rest.
+void holdout(const Law& law, const Program& program, const Data& data,
+             const std::vector<Observation>& observations, const FitOptions& options,
              FitResult& result) {
-  const std::size_t n = data.points.size();
-  std::vector<std::size_t> order = all_rows(n);
   auto compute = [&](std::size_t r) { return data.points[r].value[static_cast<int>(Column::C)]; };
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return compute(a) > compute(b); });
   if (options.holdout_budgets < 1)
     throw std::invalid_argument("holdout needs at least one budget to hold out");
-  int groups = 0;
-  double previous = 0;
+  const std::vector<Budget> budgets = group_budgets(observations);
   std::vector<std::size_t> test, train;
-  for (std::size_t r : order) {
-    if (groups == 0 || compute(r) * (1 + options.budget_tolerance) < previous) ++groups;
-    previous = compute(r);
-    (groups <= options.holdout_budgets ? test : train).push_back(r);
+  for (std::size_t b = 0; b < budgets.size(); ++b) {
+    const bool held = b + static_cast<std::size_t>(options.holdout_budgets) >= budgets.size();
+    auto& to = held ? test : train;
+    to.insert(to.end(), budgets[b].rows.begin(), budgets[b].rows.end());
   }
+  std::sort(test.begin(), test.end(),
+            [&](std::size_t a, std::size_t b) { return compute(a) > compute(b); });
   check_sizes(law, train.size(), program.params.size(), "the training part of the holdout");
   FitOptions inner = options;
   inner.bootstrap = 0;
@@ -618,6 +602,56 @@ void holdout(const Law& law, const Program& program, const Data& data, const Fit
   h.rmsle = rmsle_of(program, data, test, fit.x, &h.mean_error);
   h.params = report(law.reported, program.params, fit.x);
   result.holdout = h;
+}
+
+// Fits on the k smallest budgets and predicts budget k, for every k from the first that leaves
+// enough points (2 budgets, 3 for laws of more than 5 parameters).
+void rollout(const Law& law, const Program& program, const Data& data,
+             const std::vector<Observation>& observations, const FitOptions& options,
+             FitResult& result) {
+  const std::vector<Budget> budgets = group_budgets(observations);
+  const std::size_t first = program.params.size() > 5 ? 3 : 2;
+  if (budgets.size() <= first)
+    throw std::invalid_argument(fmt::format(
+        "--holdout rollout fits on the {} smallest budgets or more and predicts the next, and "
+        "these runs hold {} budgets; add budgets, or use --holdout largest-compute",
+        first, budgets.size()));
+  FitOptions inner = options;
+  inner.bootstrap = 0;
+  std::vector<std::size_t> train;
+  for (std::size_t k = 0; k < budgets.size(); ++k) {
+    const std::vector<std::size_t>& test = budgets[k].rows;
+    if (k >= first && train.size() > program.params.size()) {
+      const BestFit fit = fit_grid(law, program, data, train, inner, "rollout");
+      RolloutStep step;
+      step.budgets_fitted = k;
+      step.compute = budgets[k].compute;
+      step.n_train = train.size();
+      step.n_test = test.size();
+      step.rmsle = rmsle_of(program, data, test, fit.x, &step.mean_error);
+      const std::size_t best = *std::min_element(test.begin(), test.end(), [&](auto a, auto b) {
+        return observations[a].loss < observations[b].loss;
+      });
+      step.observed_best_loss = observations[best].loss;
+      step.observed_n_opt = observations[best].n_active;
+      step.predicted_best_loss = step.predicted_n_opt = std::numeric_limits<double>::quiet_NaN();
+      FitResult at = result;
+      for (std::size_t i = 0; i < program.params.size(); ++i)
+        at.fitted[program.params[i]] = fit.x[i];
+      RecommendOptions ro;
+      ro.top_k = static_cast<int64_t>(observations[best].top_k);
+      try {
+        const Choice c = loss_optimal_choice(at, step.compute,
+                                             static_cast<int64_t>(observations[best].experts), ro);
+        if (c.edge == Edge::none)
+          step.predicted_best_loss = c.loss, step.predicted_n_opt = c.n_active;
+      } catch (const std::exception&) {
+        // A law without N and D (or C) has no loss-optimal N: the step keeps its RMSLE.
+      }
+      result.rollout.push_back(step);
+    }
+    train.insert(train.end(), test.begin(), test.end());
+  }
 }
 
 // Ceres logs a start that steps into overflow as an ERROR on stderr. In a multi-start fit that
@@ -700,8 +734,12 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
     if (std::isfinite(g.lower) || std::isfinite(g.upper))
       result.bounds[g.name] = {g.lower, g.upper};
   if (options.bootstrap > 0) bootstrap(law, program, data, best, options, result);
-  if (options.holdout == Holdout::largest_compute) holdout(law, program, data, options, result);
-  result.noise = replicate_noise(replicate_sets(observations));
+  if (options.holdout == Holdout::largest_compute)
+    holdout(law, program, data, observations, options, result);
+  if (options.holdout == Holdout::rollout)
+    rollout(law, program, data, observations, options, result);
+  const ReplicateNoise noise = replicate_noise(replicate_sets(observations));
+  if (explained_by_seeds(noise)) result.noise = noise;  // else diagnose() says why not
   result.diagnostics = diagnose(result, observations);
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
@@ -772,6 +810,20 @@ std::string to_json(const FitResult& r) {
                   {"sets", r.noise.sets},
                   {"runs", r.noise.runs},
                   {"dof", r.noise.dof}};
+  if (!r.rollout.empty()) {
+    j["rollout"] = json::array();
+    for (const RolloutStep& st : r.rollout)
+      j["rollout"].push_back({{"budgets_fitted", st.budgets_fitted},
+                              {"compute", st.compute},
+                              {"n_train", st.n_train},
+                              {"n_test", st.n_test},
+                              {"rmsle", st.rmsle},
+                              {"mean_error", st.mean_error},
+                              {"predicted_best_loss", st.predicted_best_loss},
+                              {"observed_best_loss", st.observed_best_loss},
+                              {"predicted_n_opt", st.predicted_n_opt},
+                              {"observed_n_opt", st.observed_n_opt}});
+  }
   j["seconds"] = r.seconds;
   return j.dump();
 }
@@ -831,6 +883,13 @@ FitResult fit_result_from_json(std::string_view text) {
       r.noise = {n.at("sd_log_loss").get<double>(), n.at("sets").get<std::size_t>(),
                  n.at("runs").get<std::size_t>(), n.at("dof").get<std::size_t>()};
     }
+    if (j.contains("rollout"))
+      for (const auto& st : j.at("rollout"))
+        r.rollout.push_back({st.at("budgets_fitted"), number(st.at("compute")), st.at("n_train"),
+                             st.at("n_test"), number(st.at("rmsle")), number(st.at("mean_error")),
+                             number(st.at("predicted_best_loss")),
+                             number(st.at("observed_best_loss")), number(st.at("predicted_n_opt")),
+                             number(st.at("observed_n_opt"))});
     r.seconds = j.value("seconds", 0.0);
     r.fitted_vector();  // the expression parses and every parameter has a value
     return r;

@@ -31,12 +31,15 @@ struct Observation {
   double top_k = 1;        // K
   double granularity = 1;  // G
   double loss = 0;
-  std::string where;  // "runs.csv row 17", "run 42": named in error messages
-  int64_t steps = 0;  // optimiser steps of a trained run; 0: not known (imported rows)
+  std::string where;     // "runs.csv row 17", "run 42": named in error messages
+  int64_t steps = 0;     // optimiser steps of a trained run; 0: not known (imported rows)
+  double budget = 0;     // the IsoFLOP budget the run was meant for (C); 0: not stated
+  std::string router{};  // "topk", "rmoe", "hash", "dense"; "" for imported rows
 };
 
-// Law column -> CSV header. Keys: N, NT, D, C, E, K, G, loss. N and loss are required, and one
-// of D (tokens) or C (compute; D = C / (6 N)). Unmapped NT defaults to N; E, K, G to 1.
+// Law column -> CSV header. Keys: N, NT, D, C, E, K, G, loss, budget. N and loss are required,
+// and one of D (tokens) or C (compute; D = C / (6 N)). Unmapped NT defaults to N; E, K, G to 1;
+// budget (the run's intended IsoFLOP budget) to not stated.
 using ColumnMapping = std::map<std::string, std::string>;
 
 // All or nothing: the first bad row throws "<source> row R: <column> "<text>" is not a number"
@@ -49,6 +52,24 @@ std::vector<Observation> parse_observations_csv(std::string_view text, const Col
 std::vector<Observation> exclude_top_loss(std::vector<Observation> observations, std::size_t k);
 // Throws naming the first observation with a non-finite or non-positive value.
 void validate_observations(const std::vector<Observation>& observations);
+
+// ---------------------------------------------------------------- budgets
+// One IsoFLOP budget of a sweep: the observations meant for one compute budget.
+struct Budget {
+  double compute = 0;             // the stated budget, or the geometric mean of its runs' 6ND
+  bool stated = false;            // from the runs' own budget (planned, or import --map budget=)
+  std::vector<std::size_t> rows;  // indices into the observations
+};
+// The one rule that says which runs share a budget (diagnostics, holdout, plan --next and
+// report all use it). Runs that state a budget are grouped by it. The others are grouped by
+// 6ND: sorted, neighbours joined closest first while the gap is at most 25%, the budget spans
+// at most a factor 2, and it does not get two runs of one model (same router, E, K, G and N)
+// with different token counts, which an IsoFLOP budget never holds. That recovers budgets whose
+// runs sit anywhere in 0.93-1.35 times their budget (Marin's DCLM sweep) from 6ND alone.
+// Sorted by compute.
+std::vector<Budget> group_budgets(const std::vector<Observation>& observations);
+// "E=8", "E=8,K=2", "rmoe,E=8": the model family an observation belongs to (router, E, K, G).
+std::string family_of(const Observation& o);
 
 // ---------------------------------------------------------------- expressions
 // Grammar: sum := product (('+'|'-') product)*; product := unary (('*'|'/') unary)*;
@@ -127,7 +148,10 @@ void set_grid(Law& law, std::string_view spec);
 void set_bounds(Law& law, std::string_view spec, const std::string& where = "--bound");
 
 // ---------------------------------------------------------------- fitting
-enum class Holdout { none, largest_compute };
+// largest_compute: fit without the largest budgets, test on them once. rollout: fit on the k
+// smallest budgets and predict the next, for every k from 2 (3 for laws of more than 5
+// parameters), as ladder studies and law-discovery benchmarks score a law.
+enum class Holdout { none, largest_compute, rollout };
 inline constexpr int kMaxBootstrap = 100000;  // resamples; more is a typo, not a wish
 struct FitOptions {
   double delta = 1e-3;  // Huber threshold on log residuals
@@ -143,8 +167,7 @@ struct FitOptions {
   double confidence = 0.95;
   uint64_t seed = 1;
   Holdout holdout = Holdout::none;
-  int holdout_budgets = 1;         // how many of the largest compute budgets to hold out
-  double budget_tolerance = 0.25;  // a gap of more than 25% in compute starts a new budget
+  int holdout_budgets = 1;  // how many of the largest compute budgets (group_budgets) to hold out
   std::size_t max_starts = 200000;
   // Called (serialised) with "grid" / "polish" / "bootstrap" / "holdout" and done/total counts.
   std::function<void(std::string_view stage, std::size_t done, std::size_t total)> progress;
@@ -154,6 +177,10 @@ struct Interval {
   double lo = 0, hi = 0;  // percentile interval at FitOptions::confidence
   double sd = 0;
 };
+// The one way moescale turns samples (bootstrap fits, resamples) into an interval: the
+// (1 - confidence) / 2 and (1 + confidence) / 2 percentiles, interpolated linearly between order
+// statistics, and the sample standard deviation. Needs two samples or more.
+Interval percentile_interval(std::vector<double> samples, double confidence);
 struct HoldoutResult {
   std::string method;  // "largest-compute"
   int budgets = 0;
@@ -162,6 +189,17 @@ struct HoldoutResult {
   double rmsle = 0;       // on the held-out runs
   double mean_error = 0;  // mean(log L_hat - log L) on them: > 0 means the law over-predicts
   std::map<std::string, double> params;  // reported, fitted without the held-out runs
+};
+// One step of a rollout: fitted on the `budgets_fitted` smallest budgets, tested on the next.
+struct RolloutStep {
+  std::size_t budgets_fitted = 0;
+  double compute = 0;  // of the predicted budget
+  std::size_t n_train = 0, n_test = 0;
+  double rmsle = 0, mean_error = 0;  // on the predicted budget's runs
+  // The law's loss-optimal loss and N at that budget against its best run's (NaN: the law has
+  // no optimum there).
+  double predicted_best_loss = 0, observed_best_loss = 0;
+  double predicted_n_opt = 0, observed_n_opt = 0;
 };
 // A reason to doubt a fit, e.g. {"edge_minimum", "E=8: the lowest loss of 3 of 4 budgets is at
 // the smallest model; add smaller models"}.
@@ -176,6 +214,11 @@ struct ReplicateNoise {
   std::size_t sets = 0, runs = 0, dof = 0;                        // sets with >= 2 runs
   bool measured() const { return dof > 0; }
 };
+// A training seed moves log loss by about 0.1-1% (measured here: 0.3%); replicates that spread
+// by more than this are not seeds but different measurements under one name (Llama 3's two loss
+// columns imported as one give 72%), and are no noise to judge a fit against.
+inline constexpr double kMaxSeedNoise = 0.05;
+bool explained_by_seeds(const ReplicateNoise& noise);  // true also when unmeasured
 
 struct FitResult {
   std::string law;
@@ -197,6 +240,7 @@ struct FitResult {
   // anything derived from the law (predictions, optima).
   std::vector<std::map<std::string, double>> bootstrap_samples;
   std::optional<HoldoutResult> holdout;
+  std::vector<RolloutStep> rollout;  // Holdout::rollout
   // The bounds the fit kept each fitted parameter in (only bounded ones).
   std::map<std::string, std::pair<double, double>> bounds;
   std::vector<Diagnostic> diagnostics;  // from diagnose(), at the time of the fit
@@ -226,7 +270,8 @@ FitResult fit_law(const Law& law, const std::vector<Observation>& observations,
 // interval over a factor 100 for a scale, or a near-singular Jacobian), degenerate (a term
 // vanishes), systematic_residual (a group's or budget's mean log residual over twice the
 // RMSLE), short_runs (trained runs under 300 steps), extrapolation (holdout RMSLE over 2%),
-// lack_of_fit (RMSLE over twice the run-to-run noise measured from replicates).
+// lack_of_fit (RMSLE over twice the run-to-run noise measured from replicates),
+// replicates_disagree (replicates spread more than a seed explains: kMaxSeedNoise).
 std::vector<Diagnostic> diagnose(const FitResult& fit,
                                  const std::vector<Observation>& observations);
 // Only the checks on the data's design (edge_minimum): no fit needed.
@@ -372,6 +417,52 @@ Law law_of(const FitResult& fit);
 // observations, each refitted from the fit's own optimum (no grid search).
 FitResult with_bootstrap(const FitResult& fit, const std::vector<Observation>& observations,
                          const FitOptions& options);
+
+// ---------------------------------------------------------------- approach 2
+// Hoffmann et al.'s approach 2, beside the law fits (approach 3): per IsoFLOP budget
+// (group_budgets), a least-squares parabola of loss in log N and its minimum N*; then
+// log N* = log k + a log C through the minima, D* = C / (6 N*) so b = 1 - a. It assumes every
+// budget's curve is a parabola near its minimum and the sizes are centred on it: off-centre
+// sampling and grid width shift a (Open-Athena's scaling-law-analysis). A budget whose
+// parabola opens downward or whose minimum lies outside its sizes is flagged and left out.
+struct Approach2Options {
+  int bootstrap = 200;  // resamples of each budget's runs; 0: no intervals
+  double confidence = 0.95;
+  uint64_t seed = 1;
+};
+struct BudgetMinimum {
+  double compute = 0;
+  std::size_t runs = 0;
+  double n_opt = std::numeric_limits<double>::quiet_NaN();  // NaN: the parabola opens downward
+  double tokens_opt = std::numeric_limits<double>::quiet_NaN();
+  double loss = std::numeric_limits<double>::quiet_NaN();  // the parabola's, at n_opt
+  std::optional<Interval> n_ci;  // over the resamples in which the budget is usable
+  double n_min = 0, n_max = 0;   // sampled sizes
+  bool opens_downward = false, outside_range = false;
+  bool used = false;  // in the line through the minima
+};
+struct Approach2Fit {
+  std::vector<BudgetMinimum> minima;  // ascending compute
+  double a = 0, b = 0, log_k = 0;     // N* = exp(log_k) C^a
+  std::optional<Interval> a_ci, b_ci;
+  std::size_t n_points = 0, budgets_used = 0;
+  int bootstrap = 0;
+  double confidence = 0.95;
+  std::vector<std::pair<double, double>> samples;  // (log_k, a) of each resample
+  std::vector<Diagnostic> diagnostics;             // downward_parabola, minimum_outside_range
+  double n_opt(double compute) const;
+};
+// Throws when the observations hold more than one model family or fewer than two usable
+// budgets.
+Approach2Fit fit_approach2(const std::vector<Observation>& observations,
+                           const Approach2Options& options = {});
+std::string to_json(const Approach2Fit& fit);  // "method": "approach2"
+Approach2Fit approach2_from_json(std::string_view json);
+bool is_approach2_json(std::string_view json);
+// N* and D* at the budget with intervals over the resamples; the loss is NaN (approach 2 fits
+// no loss law).
+Recommendation recommend_approach2(const Approach2Fit& fit, double budget,
+                                   double confidence = 0.95);
 
 // ---------------------------------------------------------------- simulating
 // Parameter values for a law from "name=value" assignments. Names are the law's fitted

@@ -30,23 +30,10 @@
 namespace moescale::fitting {
 namespace {
 
-// Compute budgets present in the observations: sorted runs' 6 N D, a gap of more than 25%
-// starts a new budget (as FitOptions::budget_tolerance); each budget's geometric mean.
+// The compute of each budget present in the observations (group_budgets), ascending.
 std::vector<double> budgets_of(const std::vector<Observation>& observations) {
-  std::vector<double> c;
-  for (const Observation& o : observations) c.push_back(training_compute(o.n_active, o.tokens));
-  std::sort(c.begin(), c.end());
   std::vector<double> out;
-  double sum_log = 0;
-  int count = 0;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (i > 0 && c[i] > c[i - 1] * 1.25) {
-      out.push_back(std::exp(sum_log / count));
-      sum_log = 0, count = 0;
-    }
-    sum_log += std::log(c[i]), ++count;
-  }
-  if (count > 0) out.push_back(std::exp(sum_log / count));
+  for (const Budget& b : group_budgets(observations)) out.push_back(b.compute);
   return out;
 }
 
@@ -303,14 +290,8 @@ DesignArm measure(const std::string& name, const FitResult& fit, double target, 
     arm.interval_ratio = std::numeric_limits<double>::infinity();
     return arm;
   }
-  std::sort(n.begin(), n.end());
-  auto q = [&](double p) {
-    const double pos = p * static_cast<double>(n.size() - 1);
-    const auto lo = static_cast<std::size_t>(std::floor(pos));
-    const std::size_t hi = std::min(lo + 1, n.size() - 1);
-    return n[lo] + (pos - static_cast<double>(lo)) * (n[hi] - n[lo]);
-  };
-  arm.interval_ratio = q(0.975) / q(0.025);
+  const Interval iv = percentile_interval(std::move(n), 0.95);
+  arm.interval_ratio = iv.hi / iv.lo;
   return arm;
 }
 

@@ -89,7 +89,8 @@ std::string_view trim(std::string_view s) {
 }
 
 const std::vector<std::string>& mapping_keys() {
-  static const std::vector<std::string> keys = {"N", "NT", "D", "C", "E", "K", "G", "loss"};
+  static const std::vector<std::string> keys = {"N", "NT", "D",    "C",     "E",
+                                                "K", "G",  "loss", "budget"};
   return keys;
 }
 
@@ -97,7 +98,7 @@ void check_mapping(const ColumnMapping& mapping) {
   for (const auto& [key, header] : mapping)
     if (std::find(mapping_keys().begin(), mapping_keys().end(), key) == mapping_keys().end())
       throw std::invalid_argument(fmt::format(
-          "column mapping: unknown key \"{}\"; keys are N, NT, D, C, E, K, G, loss", key));
+          "column mapping: unknown key \"{}\"; keys are N, NT, D, C, E, K, G, loss, budget", key));
   if (!mapping.count("N") || !mapping.count("loss"))
     throw std::invalid_argument(
         "column mapping: N (active parameters) and loss are required, e.g. N=\"Model Size\"");
@@ -172,6 +173,7 @@ std::vector<Observation> parse_observations_csv(std::string_view text, const Col
     o.top_k = get("K", 1);
     o.granularity = get("G", 1);
     o.loss = get("loss", 0);
+    o.budget = get("budget", 0);
     out.push_back(std::move(o));
   }
   if (out.empty()) throw std::invalid_argument(fmt::format("{}: no data rows", source));

@@ -437,22 +437,6 @@ void add_inference_choices(const LossModel& model, Recommendation& r, const Reco
   }
 }
 
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(std::floor(pos));
-  const std::size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
-}
-
-Interval interval_of(const std::vector<double>& v, double confidence) {
-  const double tail = (1 - confidence) / 2;
-  double mean = 0, var = 0;
-  for (double x : v) mean += x / static_cast<double>(v.size());
-  for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
-  return {percentile(v, tail), percentile(v, 1 - tail), std::sqrt(var)};
-}
-
 std::optional<std::vector<double>> sample_vector(const Expression& expr,
                                                  const std::map<std::string, double>& sample) {
   std::vector<double> x;
@@ -503,9 +487,9 @@ void add_intervals(const FitResult& fit, const Expression& expr, Footprints& foo
   r.confidence = o.confidence;
   for (std::size_t i = 0; i < m; ++i) {
     Choice& c = r.loss_optimal[i];
-    c.n_active_ci = interval_of(n[i], o.confidence);
-    c.tokens_ci = interval_of(d[i], o.confidence);
-    c.loss_ci = interval_of(loss[i], o.confidence);
+    c.n_active_ci = percentile_interval(n[i], o.confidence);
+    c.tokens_ci = percentile_interval(d[i], o.confidence);
+    c.loss_ci = percentile_interval(loss[i], o.confidence);
     c.p_best = static_cast<double>(wins[i]) / used;
   }
   if (!waste.empty())

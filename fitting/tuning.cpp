@@ -10,25 +10,8 @@
 #include <set>
 #include <stdexcept>
 
-#include "fitting/interval.h"
 
 namespace moescale::fitting {
-
-Interval percentile_interval(std::vector<double> v, double confidence) {
-  if (v.size() < 2) throw std::invalid_argument("an interval needs at least two values");
-  std::sort(v.begin(), v.end());
-  auto quantile = [&](double q) {
-    const double pos = q * static_cast<double>(v.size() - 1);
-    const auto lo = static_cast<std::size_t>(std::floor(pos));
-    const std::size_t hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
-  };
-  double mean = 0, var = 0;
-  for (double x : v) mean += x / static_cast<double>(v.size());
-  for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() - 1);
-  const double tail = (1 - confidence) / 2;
-  return {quantile(tail), quantile(1 - tail), std::sqrt(var)};
-}
 
 namespace {
 

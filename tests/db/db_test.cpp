@@ -225,6 +225,7 @@ TEST_P(StoreTest, MetricsFinishAndRelease) {
   ASSERT_EQ(obs.size(), 1u);
   EXPECT_DOUBLE_EQ(obs[0].loss, 3.3);
   EXPECT_DOUBLE_EQ(obs[0].n_active, static_cast<double>(done.plan.params.active));
+  EXPECT_DOUBLE_EQ(obs[0].budget, done.plan.budget);  // a planned run states its budget
 }
 
 TEST_P(StoreTest, ImportsAllOrNothingAndKeepsKindsApart) {
@@ -232,10 +233,14 @@ TEST_P(StoreTest, ImportsAllOrNothingAndKeepsKindsApart) {
   db.save_plan(config(), plan_sweep(config()));
   std::vector<ObservationRecord> rows{{1e6, 1e6, 2e7, 1, 1, 1, 3.0, "", "row 2"},
                                       {4e6, 4e6, 8e7, 1, 1, 1, 2.7, "", "row 3"}};
+  rows[1].budget = 2e15;  // import --map budget=COLUMN
   EXPECT_THROW(db.import_observations("s", "x.csv", rows), std::runtime_error);
   const int64_t id = db.import_observations("ext", "x.csv", rows).sweep_id;
   EXPECT_EQ(id, db.sweep("ext").id);
-  EXPECT_EQ(db.observations("ext").size(), 2u);
+  const auto back = db.observations("ext");
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].budget, 0);
+  EXPECT_EQ(back[1].budget, 2e15);
   EXPECT_THROW(db.save_plan(config("ext"), plan_sweep(config("ext"))), std::runtime_error);
   EXPECT_EQ(db.runs("ext", std::nullopt).size(), 0u);
   EXPECT_THROW(db.sweep("nope"), std::runtime_error);
@@ -410,9 +415,10 @@ TEST_F(DbRobustTest, MigratesASchemaTwoFileAndGivesItAnIdentity) {
            "ALTER TABLE runs DROP COLUMN claim; ALTER TABLE runs DROP COLUMN owner_host; "
            "ALTER TABLE runs DROP COLUMN owner_pid; ALTER TABLE runs DROP COLUMN owner_job; "
            "ALTER TABLE runs DROP COLUMN owner_threads; ALTER TABLE runs DROP COLUMN source; "
-           "ALTER TABLE observations DROP COLUMN row_hash; PRAGMA user_version = 2;");
+           "ALTER TABLE observations DROP COLUMN row_hash; "
+           "ALTER TABLE observations DROP COLUMN budget; PRAGMA user_version = 2;");
   Database db(path(), Database::Mode::read_only);
-  EXPECT_EQ(db.schema_version(), 3);
+  EXPECT_EQ(db.schema_version(), Database::kSchemaVersion);
   EXPECT_EQ(db.store_identity().size(), 32u);
   EXPECT_EQ(db.runs("s", RunStatus::planned).front().source, "trained");
 }

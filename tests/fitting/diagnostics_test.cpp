@@ -76,6 +76,43 @@ TEST(Diagnostics, EdgeMinimumSaysWhichWay) {
               ::testing::HasSubstr("add larger models"));
 }
 
+TEST(Diagnostics, RolloutPredictsEveryNextBudget) {
+  FitOptions o;
+  o.holdout = Holdout::rollout;
+  const FitResult r = fit_law(builtin_law("chinchilla"), isoflop(0.25, 4), o);
+  ASSERT_EQ(r.rollout.size(), 3u);  // fitted on 2, 3 and 4 of the 5 budgets
+  for (std::size_t k = 0; k < r.rollout.size(); ++k) {
+    const RolloutStep& st = r.rollout[k];
+    EXPECT_EQ(st.budgets_fitted, k + 2);
+    EXPECT_EQ(st.n_test, 7u);
+    EXPECT_EQ(st.n_train, 7 * (k + 2));
+    EXPECT_LT(st.rmsle, 0.02);
+    EXPECT_NEAR(st.predicted_best_loss, st.observed_best_loss, 0.02 * st.observed_best_loss);
+    EXPECT_NEAR(std::log(st.predicted_n_opt / st.observed_n_opt), 0, std::log(2.0));
+  }
+  const FitResult back = fit_result_from_json(to_json(r));
+  ASSERT_EQ(back.rollout.size(), 3u);
+  EXPECT_EQ(back.rollout[2].rmsle, r.rollout[2].rmsle);
+  // Too few budgets to roll out is an error that says what to do.
+  auto two = isoflop(0.25, 4);
+  two.resize(14);
+  EXPECT_THROW(fit_law(builtin_law("chinchilla"), two, o), std::invalid_argument);
+}
+
+TEST(Diagnostics, ReplicatesThatDisagreeFarMoreThanASeedAreNotNoise) {
+  auto obs = isoflop(0.25, 4);
+  const std::size_t n = obs.size();
+  for (std::size_t i = 0; i < n; ++i) {  // a second "loss column" 70% higher, as one
+    Observation o = obs[i];
+    o.loss *= 1.7;
+    obs.push_back(o);
+  }
+  const FitResult r = fit_law(builtin_law("chinchilla"), obs);
+  EXPECT_FALSE(r.noise.measured());
+  EXPECT_THAT(codes(r.diagnostics), ::testing::Contains("replicates_disagree"));
+  EXPECT_THAT(codes(r.diagnostics), ::testing::Not(::testing::Contains("lack_of_fit")));
+}
+
 TEST(Diagnostics, BoundsDegenerateShortRunsAndJson) {
   auto obs = isoflop(0.25, 4);
   Law law = builtin_law("chinchilla");

@@ -1,7 +1,9 @@
 #include "tests/integration/cli_test.h"
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 namespace moescale::testing {
 namespace {
@@ -130,6 +132,103 @@ TEST_F(CliTest, TheOldWorkedExampleDrawsEdgeMinimumAndUnidentified) {
   EXPECT_NE(fit.err.find("is at the smallest model"), std::string::npos) << fit.err;
   EXPECT_NE(fit.err.find("add smaller models [edge_minimum]"), std::string::npos) << fit.err;
   EXPECT_EQ(run("fit --sweep old --law chinchilla --per-group --strict --quiet").status, 1);
+}
+
+const std::string kDclm = MOESCALE_SHARED_DIR "/data/marin_dclm_isoflops.csv";
+const std::string kChinchillaIsoflops = MOESCALE_SHARED_DIR "/data/chinchilla_isoflops.csv";
+
+TEST_F(CliTest, DclmDrawsNoEdgeMinimumWithOrWithoutItsBudgetColumn) {
+  for (const std::string budget : {"", " --map budget=budget"}) {
+    const std::string sweep = budget.empty() ? "no_label" : "label";
+    ASSERT_EQ(run("import --csv " + kDclm + " --sweep " + sweep +
+                  " --map N=params --map D=tokens --map loss=loss" + budget)
+                  .status,
+              0);
+    const Result fit = run("fit --sweep " + sweep + " --law chinchilla --quiet --json");
+    ASSERT_EQ(fit.status, 0) << fit.err;
+    EXPECT_EQ(fit.err.find("edge_minimum"), std::string::npos) << sweep << ": " << fit.err;
+    for (const auto& d : json::parse(fit.out)["diagnostics"])
+      EXPECT_NE(d["code"], "edge_minimum") << sweep;
+  }
+}
+
+TEST_F(CliTest, ApproachTwoGivesAAndBAndRecommendAnswersFromIt) {
+  ASSERT_EQ(run("import --csv " + kChinchillaIsoflops +
+                " --sweep c --map N=params --map D=tokens --map loss=loss --map budget=budget")
+                .status,
+            0);
+  const Result fit = run("fit --sweep c --approach 2 --bootstrap 50 --json");
+  ASSERT_EQ(fit.status, 0) << fit.err;
+  const json j = json::parse(fit.out);
+  EXPECT_GE(j["a"].get<double>(), 0.47);
+  EXPECT_LE(j["a"].get<double>(), 0.52);
+  EXPECT_LT(j["a_interval"]["lo"].get<double>(), j["a"].get<double>());
+  EXPECT_NEAR(j["a"].get<double>() + j["b"].get<double>(), 1, 1e-9);
+  EXPECT_TRUE(j["b_interval"].is_object());
+  const Result rec =
+      run("recommend --fit " + std::to_string(j["fit_id"].get<int>()) + " --budget 1e22 --json");
+  ASSERT_EQ(rec.status, 0) << rec.err;
+  const json r = json::parse(rec.out);
+  EXPECT_EQ(r["law"], "approach2");
+  EXPECT_GT(r["loss_optimal"][0]["n_active"].get<double>(), 1e9);
+}
+
+// Cells of a row: an aligned table's (two spaces or more apart) or a Markdown one's.
+std::vector<std::string> cells(const std::string& line, bool markdown) {
+  std::vector<std::string> out;
+  if (markdown) {
+    std::stringstream in(line.substr(1));
+    std::string cell;
+    while (std::getline(in, cell, '|')) {
+      const auto a = cell.find_first_not_of(' '), b = cell.find_last_not_of(' ');
+      out.push_back(a == std::string::npos ? "" : cell.substr(a, b - a + 1));
+    }
+    return out;
+  }
+  size_t i = 0;
+  if (line.rfind("*", 0) != 0) out.push_back("");  // the empty "best" cell
+  while (i < line.size()) {
+    const size_t end = line.find("  ", i);
+    out.push_back(line.substr(i, end - i));
+    if (end == std::string::npos) break;
+    i = line.find_first_not_of(' ', end);
+  }
+  return out;
+}
+
+TEST_F(CliTest, ReportOnAnImportedSweepHasBothApproachesTheRolloutAndRecommendsAsRecommendDoes) {
+  ASSERT_EQ(run("import --csv " + kDclm +
+                " --sweep dclm --map N=params --map D=tokens --map loss=loss --map budget=budget")
+                .status,
+            0);
+  const Result fit = run("fit --sweep dclm --bootstrap 20 --holdout rollout --quiet --json");
+  ASSERT_EQ(fit.status, 0) << fit.err;
+  EXPECT_EQ(json::parse(fit.out)["rollout"].size(), 5u);  // predicts budgets 3 to 7
+  ASSERT_EQ(run("fit --sweep dclm --approach 2 --bootstrap 20 --quiet").status, 0);
+  const Result report = run("report --sweep dclm --out r --budget 1e21 --quiet");
+  ASSERT_EQ(report.status, 0) << report.err;
+  const std::string md = read(dir_ / "r" / "report.md");
+  for (const char* part : {"## Approach 2 beside approach 3", "implies a = β/(α+β)", "## Rollout",
+                           "## IsoFLOP curves", "isoflop.png"})
+    EXPECT_NE(md.find(part), std::string::npos) << part;
+  const Result rec = run("recommend --fit 1 --budget 1e21 --experts 1");
+  ASSERT_EQ(rec.status, 0) << rec.err;
+  std::string rec_row, md_row;
+  std::stringstream rs(rec.out), ms(md);
+  for (std::string line; std::getline(rs, line);)
+    if (line.rfind("*", 0) == 0) rec_row = line;
+  const std::string command = "`moescale recommend --fit 1 --budget 1e+21 --experts 1`";
+  const auto at = md.find(command);
+  ASSERT_NE(at, std::string::npos) << md;
+  ms.seekg(static_cast<std::streamoff>(at));
+  for (std::string line; std::getline(ms, line);)
+    if (line.rfind("| * |", 0) == 0) {
+      md_row = line;
+      break;
+    }
+  ASSERT_FALSE(rec_row.empty()) << rec.out;
+  ASSERT_FALSE(md_row.empty()) << md;
+  EXPECT_EQ(cells(rec_row, false), cells(md_row, true)) << rec_row << "\n" << md_row;
 }
 
 }  // namespace
