@@ -76,12 +76,12 @@ TEST(Budgets, OneModelTrainedTwiceAsLongIsTwoBudgets) {
   // Same model at 1x and 1.2x the tokens: 6ND 20% apart, close enough to join, but an IsoFLOP
   // budget never holds one model twice with different token counts.
   std::vector<Observation> obs;
-  for (double d : {1e9, 1.2e9}) obs.push_back({.n_active = 1e8, .tokens = d, .loss = 3});
+  for (double d : {1e9, 1.2e9}) obs.push_back({.n_active = 1e8, .tokens = d, .loss = 3, .where = ""});
   EXPECT_EQ(group_budgets(obs).size(), 2u);
   // Replicates (the same model and tokens) share a budget, and other families do not clash.
-  obs = {{.n_active = 1e8, .tokens = 1e9, .loss = 3},
-         {.n_active = 1e8, .tokens = 1e9, .loss = 3.01},
-         {.n_active = 1e8, .tokens = 1.1e9, .experts = 8, .loss = 2.9}};
+  obs = {{.n_active = 1e8, .tokens = 1e9, .loss = 3, .where = ""},
+         {.n_active = 1e8, .tokens = 1e9, .loss = 3.01, .where = ""},
+         {.n_active = 1e8, .tokens = 1.1e9, .experts = 8, .loss = 2.9, .where = ""}};
   EXPECT_EQ(group_budgets(obs).size(), 1u);
 }
 
@@ -89,7 +89,7 @@ TEST(Budgets, FarApartComputeIsNotOneBudget) {
   std::vector<Observation> obs;
   for (int i = 0; i < 20; ++i)  // a chain of 10% steps spans far more than a factor 2
     obs.push_back(
-        {.n_active = 1e7 * (i + 1), .tokens = 1e9 * std::pow(1.1, i) / (i + 1), .loss = 3});
+        {.n_active = 1e7 * (i + 1), .tokens = 1e9 * std::pow(1.1, i) / (i + 1), .loss = 3, .where = ""});
   for (const Budget& b : group_budgets(obs)) {
     double lo = INFINITY, hi = 0;
     for (std::size_t r : b.rows) {
