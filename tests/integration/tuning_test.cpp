@@ -118,6 +118,17 @@ TEST_F(TuningTest, TheFittedLawGivesEveryRunItsRateAndTheRecipeCheckSaysWhenItIs
   simulate("lr");
   r = run("fit --sweep lr --law chinchilla --strict --quiet", store());
   EXPECT_EQ(r.err.find("recipe_untuned"), std::string::npos) << r.err;
+  // The report shows the rule, the tuning sweep's law and curves, and the recipe check.
+  ASSERT_EQ(run("fit --sweep lr --law chinchilla --per-group --quiet", store()).status, 0);
+  r = run("report --sweep lr --out rep --quiet", store());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string md = read(dir_ / "rep" / "report.md");
+  EXPECT_NE(md.find("## Learning rates"), std::string::npos);
+  EXPECT_NE(md.find("lr_rule \"fit\""), std::string::npos);
+  EXPECT_NE(md.find("### Tuning sweep `lr-tune`"), std::string::npos);
+  EXPECT_NE(md.find("| router=topk |"), std::string::npos);
+  EXPECT_NE(md.find("(tuning.png)"), std::string::npos);
+  EXPECT_NE(md.find("| x3 |"), std::string::npos) << "the recipe-check table";
   // Neighbours are not fit data: the fit has the sweep's own points only.
   const json chin = json::parse(run("fit --sweep lr --law chinchilla --json --quiet", store()).out);
   EXPECT_EQ(chin["n_points"].get<size_t>(), runs.size());
