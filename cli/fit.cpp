@@ -135,19 +135,7 @@ std::string interval_text(const std::optional<fitting::Interval>& iv, double con
 void print_approach2(int64_t id, const std::string& group, const fitting::Approach2Fit& f) {
   fmt::print("fit {}  approach 2 (a parabola in log N per budget)  group {}  points {}\n", id,
              group, f.n_points);
-  Table t({"budget C", "runs", "N*", "interval", "D*", "loss at N*", "sizes", "note"});
-  for (const fitting::BudgetMinimum& m : f.minima) {
-    const bool has = std::isfinite(m.n_opt);
-    t.add({sci(m.compute), std::to_string(m.runs), has ? human_count(m.n_opt) : "-",
-           m.n_ci ? fmt::format("[{}, {}]", human_count(m.n_ci->lo), human_count(m.n_ci->hi)) : "-",
-           has ? human_count(m.tokens_opt) : "-", has ? fmt::format("{:.4f}", m.loss) : "-",
-           fmt::format("{}-{}", human_count(m.n_min), human_count(m.n_max)),
-           m.opens_downward  ? "opens downward: left out"
-           : m.outside_range ? "minimum outside the sizes: left out"
-           : m.used          ? ""
-                             : "too few sizes"});
-  }
-  fmt::print("{}", t.render());
+  fmt::print("{}", approach2_table(f).render());
   fmt::print("  a {:>8.4f}  {}  N* = {:.4g} C^a, through {} budgets\n", f.a,
              interval_text(f.a_ci, f.confidence), std::exp(f.log_k), f.budgets_used);
   fmt::print("  b {:>8.4f}  {}  D* = C / (6 N*)\n", f.b, interval_text(f.b_ci, f.confidence));

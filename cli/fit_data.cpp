@@ -159,6 +159,11 @@ fitting::FitResult fit_with_bootstrap(const Database& db, const FitRecord& recor
         "fit {} is a learning-rate law (fit --law lr), not a law of the loss; give a loss fit "
         "(`moescale fit --sweep SWEEP --law chinchilla`, or `moescale runs`/`report` to find one)",
         record.id));
+  if (fitting::is_approach2_json(record.result))
+    throw std::invalid_argument(fmt::format(
+        "fit {} is an approach 2 fit (N* = k C^a), which has no loss law to plan runs with; use a "
+        "law fit of sweep '{}' (moescale fit --law chinchilla)",
+        record.id, record.sweep));
   fitting::FitResult fit = fitting::fit_result_from_json(record.result);
   if (!fit.bootstrap_samples.empty() || bootstrap <= 0) return fit;
   const auto observations = fit_observations(db, record);
@@ -189,6 +194,22 @@ Table rollout_table(const fitting::FitResult& fit) {
            fmt::format("{} / {}", st.n_train, st.n_test), fmt::format("{:.4f}", st.rmsle),
            fmt::format("{:+.4f}", st.mean_error), loss(st.predicted_best_loss),
            loss(st.observed_best_loss), count(st.predicted_n_opt), count(st.observed_n_opt)});
+  return t;
+}
+
+Table approach2_table(const fitting::Approach2Fit& f) {
+  Table t({"budget C", "runs", "N*", "interval", "D*", "loss at N*", "sizes", "note"});
+  for (const fitting::BudgetMinimum& m : f.minima) {
+    const bool has = std::isfinite(m.n_opt);
+    t.add({sci(m.compute), std::to_string(m.runs), has ? human_count(m.n_opt) : "-",
+           m.n_ci ? fmt::format("[{}, {}]", human_count(m.n_ci->lo), human_count(m.n_ci->hi)) : "-",
+           has ? human_count(m.tokens_opt) : "-", has ? fmt::format("{:.4f}", m.loss) : "-",
+           fmt::format("{} to {}", human_count(m.n_min), human_count(m.n_max)),
+           m.opens_downward  ? "opens downward: left out"
+           : m.outside_range ? "minimum outside the sizes: left out"
+           : m.used          ? "used"
+                             : "too few sizes"});
+  }
   return t;
 }
 

@@ -45,6 +45,8 @@ std::optional<SweepShape> sweep_shape(const Database& db, const FitRecord& recor
 
 // The loss-optimal table `recommend` prints, which `report` copies cell for cell.
 Table loss_optimal_table(const fitting::Recommendation& r);
+// An approach 2 fit's minima per budget, as `fit --approach 2` prints them and `report` copies.
+Table approach2_table(const fitting::Approach2Fit& fit);
 // A fit's --holdout rollout steps, as `fit` prints them and `report` copies them.
 Table rollout_table(const fitting::FitResult& fit);
 

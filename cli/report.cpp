@@ -570,22 +570,6 @@ std::pair<double, std::optional<fitting::Interval>> implied_a(const fitting::Fit
   return {a_of(fit.fitted), iv};
 }
 
-std::string approach2_table(const fitting::Approach2Fit& f) {
-  Table t({"budget C", "runs", "N*", "interval", "D*", "sizes", "note"});
-  for (const fitting::BudgetMinimum& m : f.minima) {
-    const bool has = std::isfinite(m.n_opt);
-    t.add({sci(m.compute), std::to_string(m.runs), has ? human_count(m.n_opt) : "-",
-           m.n_ci ? fmt::format("[{}, {}]", human_count(m.n_ci->lo), human_count(m.n_ci->hi)) : "-",
-           has ? human_count(m.tokens_opt) : "-",
-           fmt::format("{} to {}", human_count(m.n_min), human_count(m.n_max)),
-           m.opens_downward  ? "opens downward: left out"
-           : m.outside_range ? "minimum outside the sizes: left out"
-           : m.used          ? "used"
-                             : "too few sizes"});
-  }
-  return t.render_markdown();
-}
-
 std::string approaches_section(const SweepData& d) {
   std::string md = "## Approach 2 beside approach 3\n\n";
   bool any = false;
@@ -601,8 +585,9 @@ std::string approaches_section(const SweepData& d) {
         " its minimum with a {:.0f}% bootstrap interval ({} resamples of each "
         "budget's runs):\n\n{}\nN* ∝ C^a with a = {:.3f}{}; D* ∝ C^b with b = "
         "{:.3f}{}, through {} budgets.\n\n",
-        g.label, g.approach2_record->id, 100 * f.confidence, f.bootstrap, approach2_table(f), f.a,
-        range(f.a_ci), f.b, range(f.b_ci), f.budgets_used);
+        g.label, g.approach2_record->id, 100 * f.confidence, f.bootstrap,
+        approach2_table(f).render_markdown(), f.a, range(f.a_ci), f.b, range(f.b_ci),
+        f.budgets_used);
     if (g.fit) {
       const auto [a3, a3_ci] = implied_a(*g.fit);
       md += fmt::format(

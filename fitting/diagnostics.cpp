@@ -61,14 +61,12 @@ void edge_minimum(const std::vector<Observation>& obs, std::vector<Diagnostic>& 
   }
   for (const auto& [family, c] : counts) {
     auto say = [&](const std::vector<double>& at, const char* edge, const char* move) {
-      std::vector<std::string> shown;
-      for (double b : at) shown.push_back(fmt::format("{:.3g}", b));
       out.push_back({"edge_minimum",
-                     fmt::format("{}the lowest loss of {} of {} IsoFLOP budgets (C = {}) is at "
-                                 "the {} model: the sweep does not bracket the optimum, so the "
-                                 "fitted optimum is an extrapolation; add {} models",
-                                 prefix(family, counts.size()), at.size(), c.isoflop,
-                                 fmt::join(shown, ", "), edge, move)});
+                     fmt::format("{}the lowest loss of {} of {} IsoFLOP budgets (e.g. C = {:.3g}) "
+                                 "is at the {} model: the sweep does not bracket the optimum, so "
+                                 "the fitted optimum is an extrapolation; add {} models",
+                                 prefix(family, counts.size()), at.size(), c.isoflop, at.back(),
+                                 edge, move)});
     };
     // One budget's minimum at an edge can be noise (two sizes a few hundredths of a nat apart):
     // it takes half of a family's budgets at the same edge to say the sweep is off.
