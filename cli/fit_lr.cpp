@@ -39,8 +39,8 @@ void print_anchors(const std::vector<fitting::LrOptimum>& optima, double noise, 
   for (const fitting::LrOptimum& o : optima)
     fmt::print("  {}: {}\n", o.anchor.label, curve_text(o));
   fmt::print(
-      "lr*: the vertex of a parabola in log lr through each anchor's lowest rate and its "
-      "neighbours; intervals from {} run-to-run noise {:.4f} (sd of log loss)\n\n",
+      "lr*: the vertex of a parabola in log lr fitted to each anchor's lowest rate and up to "
+      "two rates either side; intervals from {} run-to-run noise {:.4f} (sd of log loss)\n\n",
       measured ? "the tuning sweep's measured" : "an assumed (--noise)", noise);
 }
 

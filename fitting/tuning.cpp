@@ -48,41 +48,81 @@ std::size_t lowest(const std::vector<RatePoint>& p) {
       p.begin());
 }
 
-// The parabola through the lowest point and its neighbours, sampled between them, as (lr, loss).
+// The window a parabola is fitted to: the lowest point and up to two finite neighbours on
+// each side. Three points leave no residual, so one noisy run moved lr* by the whole grid
+// step; five average that out while staying near the minimum, where a parabola in log lr
+// describes the curve.
+struct Window {
+  std::size_t lo = 0, hi = 0;  // inclusive
+};
+
+Window window(const std::vector<RatePoint>& p, std::size_t i) {
+  Window w{i, i};
+  for (int step = 0; step < 2; ++step) {
+    if (w.lo > 0 && std::isfinite(p[w.lo - 1].y)) --w.lo;
+    if (w.hi + 1 < p.size() && std::isfinite(p[w.hi + 1].y)) ++w.hi;
+  }
+  return w;
+}
+
+// y = c0 + c1 x + c2 x^2 by least squares, each rate weighted by its seeds; x centred on the
+// lowest point for a well-conditioned solve.
+struct Quadratic {
+  double x0 = 0, c0 = 0, c1 = 0, c2 = 0;
+  double at(double x) const { return c0 + c1 * (x - x0) + c2 * (x - x0) * (x - x0); }
+};
+
+Quadratic least_squares(const std::vector<RatePoint>& p, Window w, double x0) {
+  double s[5] = {0, 0, 0, 0, 0}, t[3] = {0, 0, 0};
+  for (std::size_t k = w.lo; k <= w.hi; ++k) {
+    const double x = p[k].x - x0, wt = p[k].n;
+    double xp = 1;
+    for (int j = 0; j < 5; ++j, xp *= x) {
+      s[j] += wt * xp;
+      if (j < 3) t[j] += wt * xp * p[k].y;
+    }
+  }
+  // The 3x3 normal equations [s0 s1 s2; s1 s2 s3; s2 s3 s4] c = t, by Cramer's rule.
+  auto det = [](double a, double b, double c, double d, double e, double f, double g, double h,
+                double i) { return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g); };
+  const double m = det(s[0], s[1], s[2], s[1], s[2], s[3], s[2], s[3], s[4]);
+  Quadratic q{x0};
+  q.c0 = det(t[0], s[1], s[2], t[1], s[2], s[3], t[2], s[3], s[4]) / m;
+  q.c1 = det(s[0], t[0], s[2], s[1], t[1], s[3], s[2], t[2], s[4]) / m;
+  q.c2 = det(s[0], s[1], t[0], s[1], s[2], t[1], s[2], s[3], t[2]) / m;
+  return q;
+}
+
+bool inside(const std::vector<RatePoint>& p, std::size_t i) {
+  return i > 0 && i + 1 < p.size() && std::isfinite(p[i - 1].y) && std::isfinite(p[i + 1].y);
+}
+
+// The parabola fitted around the lowest point, sampled across its window, as (lr, loss).
 std::vector<std::pair<double, double>> parabola(const std::vector<RatePoint>& p) {
   const std::size_t i = lowest(p);
-  if (i == 0 || i + 1 == p.size() || !std::isfinite(p[i - 1].y) || !std::isfinite(p[i + 1].y))
-    return {};
+  if (!inside(p, i)) return {};
+  const Window w = window(p, i);
+  const Quadratic q = least_squares(p, w, p[i].x);
+  if (!(q.c2 > 0)) return {};
   std::vector<std::pair<double, double>> out;
   for (int k = 0; k <= 20; ++k) {
-    const double x = p[i - 1].x + (p[i + 1].x - p[i - 1].x) * k / 20.0;
-    // Lagrange form through the three points.
-    double y = 0;
-    for (std::size_t a = i - 1; a <= i + 1; ++a) {
-      double w = p[a].y;
-      for (std::size_t b = i - 1; b <= i + 1; ++b)
-        if (b != a) w *= (x - p[b].x) / (p[a].x - p[b].x);
-      y += w;
-    }
-    out.push_back({std::exp(x), std::exp(y)});
+    const double x = p[w.lo].x + (p[w.hi].x - p[w.lo].x) * k / 20.0;
+    out.push_back({std::exp(x), std::exp(q.at(x))});
   }
   return out;
 }
 
-// log lr* from the rates: at an edge the edge itself (the optimum is beyond the grid, and the
-// parabola's vertex there would be extrapolated); inside, the vertex of the parabola through
-// the lowest point and its neighbours, which lies between those neighbours.
+// log lr* from the rates: at an edge the edge itself (the optimum is beyond the grid, and a
+// vertex there would be extrapolated); inside, the vertex of the parabola fitted around the
+// lowest point, kept between the lowest point's neighbours (a vertex further out is a
+// noise-driven extrapolation of a flat curve).
 double log_optimum(const std::vector<RatePoint>& p) {
   const std::size_t i = lowest(p);
   if (i == 0 || i + 1 == p.size()) return p[i].x;
-  const double x0 = p[i - 1].x, x1 = p[i].x, x2 = p[i + 1].x;
-  const double y0 = p[i - 1].y, y1 = p[i].y, y2 = p[i + 1].y;
-  const double d = (x0 - x1) * (x0 - x2) * (x1 - x2);
-  const double a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / d;
-  const double b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / d;
-  if (!std::isfinite(y0) || !std::isfinite(y2)) return x1;  // a diverged neighbour
-  if (!(a > 0)) return x1;                                  // ties: a flat bottom
-  return std::clamp(-b / (2 * a), x0, x2);
+  if (!inside(p, i)) return p[i].x;  // a diverged neighbour
+  const Quadratic q = least_squares(p, window(p, i), p[i].x);
+  if (!(q.c2 > 0)) return p[i].x;  // ties: a flat bottom
+  return std::clamp(q.x0 - q.c1 / (2 * q.c2), p[i - 1].x, p[i + 1].x);
 }
 
 }  // namespace

@@ -23,14 +23,15 @@ struct LrAnchor {
 
 struct LrOptimum {
   LrAnchor anchor;
-  // lr*: the vertex of the parabola in log lr through the lowest rate and its two neighbours
-  // (loss in log), or the best rate tried when that is at an end of the grid.
+  // lr*: the vertex of the parabola in log lr (loss in log) fitted by least squares to the
+  // lowest rate and up to two rates either side, kept between the lowest rate's neighbours;
+  // or the best rate tried when that is at an end of the grid.
   double lr = 0;
   std::optional<Interval> interval;  // bootstrap percentile interval; empty at an edge
   std::vector<double> samples;       // lr* of each bootstrap resample
   double best_tried = 0, best_loss = 0;
   std::vector<std::pair<double, double>> curve;  // (lr, seed-mean loss), by rate
-  // The parabola lr* is read from, between the lowest rate's neighbours (empty at an edge).
+  // The parabola lr* is read from, across the rates it was fitted to (empty at an edge).
   std::vector<std::pair<double, double>> fitted;
   bool at_edge = false;
 };

@@ -60,6 +60,24 @@ TEST(LrOptimum, ADivergedRateBoundsTheOptimumFromAbove) {
   EXPECT_EQ(opt.lr, 3e-2);
 }
 
+// One run 0.02 too high beside a flat minimum: through three points it moved lr* a quarter of
+// a grid step (0.255 of log 2); fitted to five rates, an eighth (0.122).
+TEST(LrOptimum, OneNoisyNeighbourMovesLrStarLittle) {
+  const std::vector<double> rates{2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2};
+  LrAnchor a;
+  a.group = "dense", a.label = "anchor", a.n_active = 1e3, a.tokens = 1e6;
+  for (double lr : rates)
+    a.trials.push_back({lr, 2.0 * std::exp(0.02 * std::pow(std::log(lr / 1e-2), 2))});
+  a.trials[1].second *= std::exp(0.02);  // 5e-3 unluckily high: the vertex leans to 2e-2
+  const LrOptimum opt = lr_optimum(a, {});
+  EXPECT_EQ(opt.best_tried, 1e-2);
+  EXPECT_LT(std::abs(std::log(opt.lr / 1e-2)), 0.15 * std::log(2.0));
+  EXPECT_GT(opt.lr, 1e-2);  // still leaning the way the noise pushed it
+  ASSERT_FALSE(opt.fitted.empty());
+  EXPECT_NEAR(opt.fitted.front().first, 2.5e-3, 1e-12);  // fitted across two rates either side
+  EXPECT_NEAR(opt.fitted.back().first, 4e-2, 1e-12);
+}
+
 TEST(LrOptimum, NeedsThreeRates) {
   EXPECT_THROW(lr_optimum(parabola_anchor(1e-2, {1e-3, 1e-2}), {}), std::invalid_argument);
 }
