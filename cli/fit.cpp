@@ -85,13 +85,7 @@ nlohmann::json fit_json(int64_t id, const std::string& group, const fitting::Fit
 
 void print_fit(int64_t id, const std::string& group, const fitting::FitResult& r) {
   fmt::print("fit {}  law {}  group {}  points {}\n", id, r.law, group, r.n_points);
-  for (const auto& [name, value] : r.params) {
-    std::string interval;
-    if (auto it = r.intervals.find(name); it != r.intervals.end())
-      interval = fmt::format("  [{:.4g}, {:.4g}] ({:.0f}%)", it->second.lo, it->second.hi,
-                             100 * r.confidence);
-    fmt::print("  {:<10} {:>12.6g}{}\n", name, value, interval);
-  }
+  fmt::print("{}", parameter_lines(r));
   fmt::print("  objective {:.8g} (Huber δ={:g} on log loss), RMSLE {:.4g}, {} starts in {:.2f}s\n",
              r.objective, r.delta, r.rmsle, r.starts, r.seconds);
   if (r.noise.measured())

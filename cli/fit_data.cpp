@@ -213,4 +213,16 @@ Table approach2_table(const fitting::Approach2Fit& f) {
   return t;
 }
 
+std::string parameter_lines(const fitting::FitResult& fit) {
+  std::string out;
+  for (const auto& [name, value] : fit.params) {
+    std::string interval;
+    if (auto it = fit.intervals.find(name); it != fit.intervals.end())
+      interval = fmt::format("  [{:.4g}, {:.4g}] ({:.0f}%)", it->second.lo, it->second.hi,
+                             100 * fit.confidence);
+    out += fmt::format("  {:<10} {:>12.6g}{}\n", name, value, interval);
+  }
+  return out;
+}
+
 }  // namespace moescale::cli

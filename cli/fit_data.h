@@ -49,5 +49,7 @@ Table loss_optimal_table(const fitting::Recommendation& r);
 Table approach2_table(const fitting::Approach2Fit& fit);
 // A fit's --holdout rollout steps, as `fit` prints them and `report` copies them.
 Table rollout_table(const fitting::FitResult& fit);
+// One line per fitted parameter, "  name  value  [lo, hi] (95%)", as every fit prints them.
+std::string parameter_lines(const fitting::FitResult& fit);
 
 }  // namespace moescale::cli

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/fit_data.h"
 #include "cli/tuning_data.h"
 #include "db/db.h"
 #include "fitting/tuning.h"
@@ -48,13 +49,7 @@ void print_law(int64_t id, const fitting::LrLaw& law) {
   const fitting::FitResult& r = law.fit;
   fmt::print("fit {}  law lr  group {}  anchors {}: {}\n", id, lr_fit_group(law.group),
              r.n_points, r.expression);
-  for (const auto& [name, value] : r.params) {
-    std::string interval;
-    if (auto it = r.intervals.find(name); it != r.intervals.end())
-      interval = fmt::format("  [{:.4g}, {:.4g}] ({:.0f}%)", it->second.lo, it->second.hi,
-                             100 * r.confidence);
-    fmt::print("  {:<10} {:>12.6g}{}\n", name, value, interval);
-  }
+  fmt::print("{}", parameter_lines(r));
   fmt::print("  RMSLE {:.4g} (log lr* about the law), N_active {} to {}\n", r.rmsle,
              human_count(law.n_min), human_count(law.n_max));
   for (const std::string& d : law.dropped) fmt::print("  left out: {}\n", d);

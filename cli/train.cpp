@@ -23,6 +23,7 @@
 #include "cli/common.h"
 #include "cli/process.h"
 #include "db/db.h"
+#include "planner/stable_random.h"
 #include "trainer/trainer.h"
 
 namespace moescale::cli {
@@ -250,11 +251,6 @@ int choose_threads(const TrainArgs& a, Database& db, const RunOwner& me, int pro
 }
 
 // ---- checkpoint identity -----------------------------------------------------
-
-uint64_t fnv1a(std::string_view bytes, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 
 // Size and a hash of meta.json and of sampled blocks of the token files: cheap
 // for gigabyte files, and different whenever other data is prepared there.

@@ -30,11 +30,14 @@ std::string replicate_key(const RunSpec& spec) {
   return to_json(s);
 }
 
+// "dense", "topk E=8": a point's router and expert count.
+std::string point_group(const ModelShape& s) {
+  return s.experts == 1 ? "dense" : fmt::format("{} E={}", to_string(s.router), s.experts);
+}
+
 std::string point_label(const RunRecord& r) {
-  const ModelShape& s = r.plan.spec.shape;
-  const std::string group = s.experts == 1 ? "dense" : fmt::format("{} E={}", to_string(s.router),
-                                                                   s.experts);
-  return fmt::format("{} N={} D={}", group, human_count(static_cast<double>(r.plan.params.active)),
+  return fmt::format("{} N={} D={}", point_group(r.plan.spec.shape),
+                     human_count(static_cast<double>(r.plan.params.active)),
                      human_count(static_cast<double>(r.plan.spec.tokens)));
 }
 
@@ -193,8 +196,7 @@ std::vector<PlannedRun> recipe_check_runs(const Database& db, const std::string&
   for (const RunRecord& r : db.runs(sweep, RunStatus::done)) {
     if (!r.final_loss || r.plan.spec.train.recipe_probe != 1) continue;
     const ModelShape& s = r.plan.spec.shape;
-    CheckPoint& p = groups[fmt::format("{} E={}", lr_group(s), s.experts)][r.plan.budget]
-                          [point_key(r.plan.spec)];
+    CheckPoint& p = groups[point_group(s)][r.plan.budget][point_key(r.plan.spec)];
     p.runs.push_back(r);
     p.n_active = static_cast<double>(r.plan.params.active);
   }

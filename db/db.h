@@ -156,7 +156,6 @@ class Database {
   const std::string& path() const { return path_; }
   // The location for messages: a URL's password is left out.
   const std::string& display_name() const;
-  bool is_server() const;
   int schema_version() const;
   // A random id made when the file was created: checkpoints name the store they
   // belong to, so a new database never resumes an old one's checkpoints.

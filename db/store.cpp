@@ -13,6 +13,7 @@
 
 #include "db/db.h"
 #include "db/statement.h"
+#include "planner/stable_random.h"
 
 namespace moescale {
 
@@ -225,10 +226,6 @@ Database::~Database() = default;
 
 const std::string& Database::display_name() const {
   return conn_->name();
-}
-
-bool Database::is_server() const {
-  return conn_->engine() == sql::Engine::postgresql;
 }
 
 int Database::schema_version() const {
@@ -604,9 +601,7 @@ std::string row_hash(const ObservationRecord& o) {
   const std::string text =
       fmt::format("{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g}", o.n_active, o.n_total,
                   o.tokens, o.experts, o.top_k, o.granularity, o.loss);
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return fmt::format("{:016x}", h);
+  return fmt::format("{:016x}", fnv1a(text));
 }
 }  // namespace
 

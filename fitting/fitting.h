@@ -136,7 +136,6 @@ struct Law {
 // The reported parameters (e.g. A = exp(a)) at the given fitted ones.
 std::map<std::string, double> reported_values(const std::vector<ReportedParam>& reported,
                                               const std::map<std::string, double>& fitted);
-std::string_view law_catalogue_toml();  // configs/laws.toml, embedded at build time
 std::vector<Law> parse_law_catalogue(std::string_view toml_text, const std::string& source);
 const std::vector<Law>& builtin_laws();
 const Law& builtin_law(std::string_view name);  // throws listing the known names

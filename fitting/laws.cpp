@@ -199,10 +199,6 @@ std::size_t Law::grid_size() const {  // saturates instead of wrapping around
   return n;
 }
 
-std::string_view law_catalogue_toml() {
-  return kLawCatalogueToml;
-}
-
 std::vector<Law> parse_law_catalogue(std::string_view toml_text, const std::string& source) {
   toml::table doc;
   try {

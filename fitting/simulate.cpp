@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <random>
 #include <stdexcept>
 
 #include "fitting/fitting.h"
+#include "planner/stable_random.h"
 
 namespace moescale::fitting {
 namespace {
@@ -84,7 +84,7 @@ double simulated_loss(const Expression& law, std::span<const double> params, con
     throw std::invalid_argument(
         fmt::format("law \"{}\" gives loss {} for {}; check the parameter values", law.text(),
                     clean, x.where.empty() ? std::string(key) : x.where));
-  const uint64_t h = std::hash<std::string_view>{}(key);
+  const uint64_t h = fnv1a(key);  // the same simulated sweep on every platform
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                     static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32)};
   std::mt19937_64 rng(seq);

@@ -4,12 +4,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <random>
 #include <set>
 #include <stdexcept>
 
+#include "planner/stable_random.h"
 
 namespace moescale::fitting {
 
@@ -149,7 +149,7 @@ LrOptimum lr_optimum(const LrAnchor& anchor, const LrTuningOptions& o) {
   // law's exponents look certain.
   std::seed_seq seq{o.seed, static_cast<uint64_t>(anchor.n_active),
                     static_cast<uint64_t>(anchor.tokens), static_cast<uint64_t>(anchor.experts),
-                    static_cast<uint64_t>(std::hash<std::string>{}(anchor.group))};
+                    fnv1a(anchor.group)};
   std::mt19937_64 rng(seq);
   std::normal_distribution<double> z;
   for (int b = 0; b < o.bootstrap; ++b) {

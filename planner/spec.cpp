@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "planner/planner.h"
+#include "planner/stable_random.h"
 
 namespace moescale {
 using nlohmann::json;
@@ -55,12 +56,6 @@ json train_json(const TrainSettings& t) {
   return j;
 }
 
-// FNV-1a: stable across platforms and releases, unlike std::hash.
-uint64_t fnv1a(std::string_view text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 }  // namespace
 
 std::string to_json(const RunSpec& spec) {

@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "planner/stable_random.h"
 #include "trainer/trainer.h"
 
 namespace moescale {
@@ -34,19 +35,8 @@ constexpr size_t kLlmcHeaderBytes = 256 * sizeof(int32_t);
 constexpr const char* kGcidePath = "/usr/share/dictd/gcide.dict.dz";
 constexpr const char* kGcideIndexPath = "/usr/share/dictd/gcide.index";
 
-// splitmix64: a tiny, portable generator so data sets are identical everywhere.
-struct Rng {
-  uint64_t state;
-  explicit Rng(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  uint64_t below(uint64_t n) { return next() % n; }
-};
+// A portable generator, so data sets are identical everywhere.
+using Rng = SplitMix64;
 
 uint64_t mix(uint64_t a, uint64_t b) {
   return Rng(a * 0x2545f4914f6cdd1dull ^ b).next();

@@ -151,7 +151,8 @@ TEST(Catalogue, ChinchillaGridIsBesiroglus) {
 
 TEST(Catalogue, AllBuiltInLawsAreThere) {
   for (const char* name :
-       {"chinchilla", "kaplan", "clark2022", "yun2024", "krajewski2024", "ludziejewski2025"}) {
+       {"chinchilla", "kaplan", "clark2022", "yun2024", "krajewski2024", "krajewski2024-dense",
+        "ludziejewski2025"}) {
     const Law& law = builtin_law(name);
     EXPECT_FALSE(law.source.empty()) << name;
     EXPECT_EQ(law.grid.size(), law.compiled().params().size()) << name;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -139,6 +140,51 @@ TEST(Published, ChinchillaByHand) {
   // 1.69 + 406.4 / 1e9^0.34 + 410.7 / 2e10^0.28 = 1.69 + 0.3567 + 0.5334 = 2.580048
   const Observation point{.n_active = 1e9, .tokens = 2e10, .loss = 1, .where = ""};
   EXPECT_NEAR(law.compiled().evaluate(x, point), 2.580048, 1e-5);
+}
+
+TEST(Published, KrajewskiByHand) {
+  const Law& law = builtin_law("krajewski2024");
+  std::vector<double> x;
+  for (const auto& p : law.params()) x.push_back(law.published.at(p));
+  // Table 1's MoE row, at N_total = 1e9, D = 2e10, G = 8:
+  //   0.47 + (2.1 / 8^0.58 + 18.1) / 1e9^0.115 + 30.8 / 2e10^0.147
+  //   = 0.47 + (0.628676 + 18.1) / 10.839269 + 0.942539 = 3.140393
+  const Observation point{.n_active = 1e7, .n_total = 1e9, .tokens = 2e10, .granularity = 8,
+                          .loss = 1, .where = ""};
+  EXPECT_NEAR(law.compiled().evaluate(x, point), 3.140393, 1e-5);
+  const auto reported = reported_values(law.reported, law.published);
+  EXPECT_NEAR(reported.at("a"), 18.1, 1e-12);
+  EXPECT_NEAR(reported.at("g"), 2.1, 1e-12);
+}
+
+TEST(Published, KrajewskiDenseByHand) {
+  const Law& law = builtin_law("krajewski2024-dense");
+  std::vector<double> x;
+  for (const auto& p : law.params()) x.push_back(law.published.at(p));
+  // Table 1's dense row: 0.47 + 16.3 / 1e9^0.126 + 26.7 / 2e10^0.127
+  //   = 0.47 + 1.197258 + 1.313048 = 2.980305
+  const Observation point{.n_active = 1e9, .tokens = 2e10, .loss = 1, .where = ""};
+  EXPECT_NEAR(law.compiled().evaluate(x, point), 2.980305, 1e-5);
+}
+
+// Clark et al. write eq. 7 in log10; the catalogue's clark2022 is in natural logs. The note's
+// conversion (a, b as they are, c / ln 10, d * ln 10) gives the paper's loss. With log10
+// coefficients a = b = -0.1, c = 0.01, d = 1.1, E_start = 2, E_max = 300, at N = 1e9, E = 8:
+//   Ehat = 1/(1/(8 - 1 + 1/(1/2 - 1/300)) + 1/300) = 8.750516
+//   log10 L = -0.1*9 - 0.1*log10(Ehat) + 0.01*9*log10(Ehat) + 1.1 = 0.190580, L = 1.550885
+TEST(Published, ClarkLog10CoefficientsConvertAsTheNoteSays) {
+  const Law& law = builtin_law("clark2022");
+  const std::map<std::string, double> converted{{"a", -0.1},
+                                                {"b", -0.1},
+                                                {"c", 0.01 / std::log(10.0)},
+                                                {"d", 1.1 * std::log(10.0)},
+                                                {"E_start", 2},
+                                                {"u", std::log(300.0 - 2)}};
+  std::vector<double> x;
+  for (const auto& p : law.params()) x.push_back(converted.at(p));
+  const Observation point{.n_active = 1e9, .tokens = 1.3e11, .experts = 8, .loss = 1, .where = ""};
+  EXPECT_NEAR(law.compiled().evaluate(x, point), 1.550885, 1e-5);
+  EXPECT_NE(law.source.find("c divides by ln 10"), std::string::npos);
 }
 
 TEST(Published, LudziejewskiNamesAndSigns) {

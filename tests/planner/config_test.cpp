@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "planner/planner.h"
+#include "tests/planner/config_error.h"
 
 namespace moescale {
 namespace {
@@ -16,15 +17,6 @@ top_k = 2
 [train]
 batch_size = 8
 )";
-
-std::string error_of(const std::string& text) {
-  try {
-    parse_sweep_config(text, "cfg.toml");
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(Config, ParsesAValidConfig) {
   const SweepConfig c = parse_sweep_config(kValid, "cfg.toml");
@@ -48,7 +40,7 @@ TEST(Config, RenormalizeAndReplicates) {
   EXPECT_EQ(c.replicates, 2);
   EXPECT_EQ(c.replicate_budgets, (std::vector<double>{3e11}));
   text.replace(text.find("[3e11]"), 6, "[5e11]");
-  EXPECT_NE(error_of(text).find("sweep.replicate_budgets in cfg.toml"), std::string::npos);
+  EXPECT_NE(config_error(text).find("sweep.replicate_budgets in cfg.toml"), std::string::npos);
   ModelShape k1;
   EXPECT_FALSE(k1.renormalizes()) << "top-1 scales by the router probability by default";
 }
@@ -96,10 +88,10 @@ TEST(Config, ErrorsNameTheKeyAndTheFile) {
   for (const BadCase& c : cases) {
     std::string text = kValid;
     text.replace(text.find(c.from), c.from.size(), c.to);
-    const std::string err = error_of(text);
+    const std::string err = config_error(text);
     EXPECT_NE(err.find(c.expect), std::string::npos) << "got: " << err << "\nwant: " << c.expect;
   }
-  EXPECT_NE(error_of(std::string(kValid) + "[model]\nvocab = 0\n").find("cfg.toml"),
+  EXPECT_NE(config_error(std::string(kValid) + "[model]\nvocab = 0\n").find("cfg.toml"),
             std::string::npos);
 }
 

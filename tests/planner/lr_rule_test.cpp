@@ -5,6 +5,7 @@
 #include <set>
 
 #include "planner/planner.h"
+#include "tests/planner/config_error.h"
 
 namespace moescale {
 namespace {
@@ -32,15 +33,6 @@ lr = 3e-3
 std::string with_train(const std::string& lines) {
   std::string text = kSweep;
   return text.replace(text.find("lr = 3e-3"), 9, lines);
-}
-
-std::string error_of(const std::string& text) {
-  try {
-    parse_sweep_config(text, "cfg.toml");
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(LrRule, FixedGivesEveryRunTheConfigRateAndKeepsOldKeys) {
@@ -91,19 +83,19 @@ TEST(LrRule, PresetsCarryTheirPublishedCoefficients) {
 }
 
 TEST(LrRule, ConfigErrorsNameTheKey) {
-  EXPECT_NE(error_of(with_train("lr_rule = \"magic\"\n")).find("train.lr_rule"),
+  EXPECT_NE(config_error(with_train("lr_rule = \"magic\"\n")).find("train.lr_rule"),
             std::string::npos);
-  EXPECT_NE(error_of(with_train("lr_n_exponent = -0.5\n")).find("lr_rule = \"power\""),
+  EXPECT_NE(config_error(with_train("lr_n_exponent = -0.5\n")).find("lr_rule = \"power\""),
             std::string::npos);
-  EXPECT_NE(error_of(with_train("lr_rule = \"fit\"\n")).find("train.lr_fit"), std::string::npos);
-  EXPECT_NE(error_of(with_train("lr_fit = \"x-tune\"\n")).find("train.lr_fit"),
+  EXPECT_NE(config_error(with_train("lr_rule = \"fit\"\n")).find("train.lr_fit"), std::string::npos);
+  EXPECT_NE(config_error(with_train("lr_fit = \"x-tune\"\n")).find("train.lr_fit"),
             std::string::npos);
-  EXPECT_NE(error_of(std::string(kSweep) + "[tune]\nbudgets = [5e10]\n").find("tune.budgets"),
+  EXPECT_NE(config_error(std::string(kSweep) + "[tune]\nbudgets = [5e10]\n").find("tune.budgets"),
             std::string::npos);
-  EXPECT_NE(error_of(std::string(kSweep) + "[tune]\nrates = [1e-3]\nrate_factors = [1]\n")
+  EXPECT_NE(config_error(std::string(kSweep) + "[tune]\nrates = [1e-3]\nrate_factors = [1]\n")
                 .find("tune.rates"),
             std::string::npos);
-  EXPECT_NE(error_of(std::string(kSweep) + "[tune]\nanchors = [3, 1, 1]\n").find("tune.anchors"),
+  EXPECT_NE(config_error(std::string(kSweep) + "[tune]\nanchors = [3, 1, 1]\n").find("tune.anchors"),
             std::string::npos);
 }
 
