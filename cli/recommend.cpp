@@ -60,20 +60,20 @@ fitting::RecommendOptions options_of(const RecommendArgs& a, const std::optional
   const bool top_k_given = a.top_k != RecommendArgs::kNotGiven;
   o.top_k = top_k_given ? a.top_k : s ? s->top_k : 2;
   check_counts(o.experts, o.top_k, top_k_given);
-  if (s) o.shape = fitting::serving_shape_like(s->router, s->moe_every);
+  if (s) o.shape = serving_shape_like(s->router, s->moe_every);
   o.confidence = a.confidence;
   if (a.target_loss > 0) o.target_loss = a.target_loss;
   if (a.reference_experts > 0) o.reference_experts = a.reference_experts;
   if (a.max_serve_cost > 0) o.max_serve_cost = a.max_serve_cost;
   const bool serving = a.serve_tokens > 0 || a.max_serve_cost > 0 || !a.mode.empty();
   if (serving) {
-    fitting::ServingDemand d;
+    ServingDemand d;
     d.tokens = a.serve_tokens;
     d.prompt_tokens = a.prompt_tokens;
     d.output_tokens = a.output_tokens;
     d.max_gpus = a.max_gpus;
-    d.hardware = fitting::hardware_preset(a.hardware);
-    for (const std::string& o : a.overrides) fitting::apply_hardware_override(d.hardware, o);
+    d.hardware = hardware_preset(a.hardware);
+    for (const std::string& o : a.overrides) apply_hardware_override(d.hardware, o);
     o.serving = d;
     o.mode = a.mode == "total-cost" ? fitting::InferenceMode::total_cost
                                     : fitting::InferenceMode::budget;

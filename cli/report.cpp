@@ -458,7 +458,7 @@ std::string recommendation_table(const Database& db, const SweepData& d, double 
       o.budget = budget;
       o.experts = {g.experts};
       o.top_k = shape ? shape->top_k : 2;
-      if (shape) o.shape = fitting::serving_shape_like(shape->router, shape->moe_every);
+      if (shape) o.shape = serving_shape_like(shape->router, shape->moe_every);
       const bool approach2 = fitting::is_approach2_json(f.result);
       const fitting::Recommendation r =
           approach2 ? fitting::recommend_approach2(*g.approach2, budget, o.confidence)

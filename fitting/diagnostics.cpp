@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "fitting/diagnostics.h"
 #include "fitting/program.h"
 
 namespace moescale::fitting {

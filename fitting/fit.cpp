@@ -20,6 +20,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include "fitting/diagnostics.h"
+#include "fitting/fit.h"
+#include "fitting/recommend.h"
 #include "fitting/program.h"
 #include "fitting/varpro.h"
 

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "fitting/fitting.h"
+#include "fitting/law.h"
 
 namespace moescale::fitting {
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "fitting/diagnostics.h"
 #include "planner/stable_random.h"
 
 namespace moescale::fitting {

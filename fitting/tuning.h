@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "fitting/fitting.h"
+#include "fitting/fit.h"
 
 namespace moescale::fitting {
 

@@ -3,6 +3,7 @@
 // step linearises the log at the current prediction and reweights the Huber loss (weight 1
 // inside delta, delta/|r| beyond), which is a bounded weighted least squares in c; a step is
 // halved until the objective decreases, so the iteration never goes uphill.
+#include "fitting/fit.h"
 #include "fitting/varpro.h"
 
 #include <ceres/ceres.h>
